@@ -1,0 +1,1 @@
+"""Bundled pipeline definitions (installed as ``facezip.configs.pipelines``)."""

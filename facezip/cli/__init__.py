@@ -1,0 +1,43 @@
+"""The ``facezip`` command line: one module per command group, each adding its subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from facezip import __version__
+from facezip.cli import codec_commands, config_commands
+from facezip.cli.common import CommandError
+from facezip.infra.config import ConfigError
+
+COMMAND_MODULES = [codec_commands, config_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facezip",
+        description="Learned compression for face-image archives. Every command takes "
+                    "--config FILE (repeatable) and key=value overrides, e.g. device=cpu.",
+    )
+    parser.add_argument("--version", action="version", version=f"facezip {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, CommandError) as exc:
+        print(f"facezip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"facezip {args.command}: interrupted", file=sys.stderr)
+        return 130

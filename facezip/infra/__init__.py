@@ -1,0 +1,1 @@
+"""Bottom layer: configuration, storage, Ray and MLflow plumbing. Imports nothing above it."""

@@ -1,0 +1,110 @@
+"""Loading, merging and validating configs, with errors that name the key and the type."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from facezip.infra.config.schema import FacezipConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def default_config() -> DictConfig:
+    """The full default tree, typed: later merges are checked against it."""
+    return OmegaConf.structured(FacezipConfig)
+
+
+def load_config(files: Iterable[str | Path] = (), overrides: Sequence[str] = ()) -> DictConfig:
+    """Merge ``files`` (YAML, in order) then dotlist ``overrides`` onto the defaults.
+
+    Raises ConfigError naming the offending key, its expected type and where it came from.
+    """
+    cfg = default_config()
+    for path in files:
+        cfg = _merge(cfg, _read_yaml(Path(path)), source=str(path))
+    if overrides:
+        _check_dotlist(overrides)
+        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), source="command line")
+    return cfg
+
+
+def config_to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError and friends: report, don't trace
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
+def _check_dotlist(overrides: Sequence[str]) -> None:
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=3)")
+
+
+def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: {_explain(exc, base)}") from None
+
+
+def _explain(exc: OmegaConfBaseException, base: DictConfig) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+    if isinstance(exc, ConfigKeyError):
+        return f"unknown config key '{key}'{_suggest(str(key), base)}"
+    if isinstance(exc, ValidationError):
+        expected = _expected_type(base, str(key))
+        value = getattr(exc, "value", None)
+        return f"config key '{key}' expects {expected}, got {value!r}"
+    return f"config key '{key}': {getattr(exc, 'msg', exc)}"
+
+
+def _expected_type(base: DictConfig, key: str) -> str:
+    list_key, bracket, _ = key.partition("[")
+    node = OmegaConf.select(base, list_key, throw_on_missing=False) if list_key else None
+    try:
+        if bracket:  # an element of a typed list, e.g. detect.thresholds[0]
+            ref = node._metadata.element_type
+            return f"a list of {_type_name(ref)}"
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(base, parent_key) if parent_key else base
+        return _type_name(parent._get_node(leaf)._metadata.ref_type)
+    except (AttributeError, OmegaConfBaseException):
+        return "a different type"
+
+
+def _type_name(ref: object) -> str:
+    return getattr(ref, "__name__", None) or str(ref).replace("typing.", "")
+
+
+def _suggest(key: str, base: DictConfig) -> str:
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(base, parent_key) if parent_key else base
+    if not isinstance(parent, DictConfig):
+        return ""
+    close = difflib.get_close_matches(leaf, [str(k) for k in parent.keys()], n=3)
+    if close:
+        return " (did you mean " + ", ".join(f"'{_join(parent_key, c)}'" for c in close) + "?)"
+    known = ", ".join(str(k) for k in parent.keys())
+    return f" (known keys{' under ' + parent_key if parent_key else ''}: {known})"
+
+
+def _join(parent: str, leaf: str) -> str:
+    return f"{parent}.{leaf}" if parent else leaf

@@ -1,0 +1,77 @@
+"""The root of the config tree and the sections every stage shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from facezip.infra.config.stages import ArchiveConfig, DetectConfig, EvaluateConfig, TrainConfig
+
+
+@dataclass
+class StorageConfig:
+    """Where data lives. Paths may be local or fsspec URLs (``s3://bucket/key``).
+
+    S3 credentials come from the usual AWS environment variables / config files.
+    """
+
+    endpoint_url: Optional[str] = None  # S3-compatible endpoint (MinIO, moto); None = AWS
+    anon: bool = False
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None  # None: $RAY_ADDRESS, else a local Ray started for the run
+    num_cpus: Optional[int] = None  # local Ray only; None = all cores
+    include_dashboard: bool = False
+    log_to_driver: bool = True
+    progress_bars: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking; ``uri: null`` means $MLFLOW_TRACKING_URI or MLflow's default."""
+
+    enabled: bool = True
+    uri: Optional[str] = None
+    experiment: str = "facezip"
+
+
+@dataclass
+class CodecConfig:
+    """The model used by compress / archive / evaluate."""
+
+    name: str = "binarized-cae"
+    # "bundled" (shipped with facezip), a local path, an s3:// URI or models:/<name>/<version>
+    weights: str = "bundled"
+
+
+@dataclass
+class BinarizedCAEConfig:
+    """Architecture of a new binarized-cae model (a trained one carries its own)."""
+
+    enc_channels: list[int] = field(default_factory=lambda: [32, 64])
+    code_channels: int = 128
+    kernel_sizes: list[int] = field(default_factory=lambda: [8, 2])
+    strides: list[int] = field(default_factory=lambda: [4, 2])
+    paddings: list[int] = field(default_factory=lambda: [2, 0])
+
+
+@dataclass
+class CodecArchitectures:
+    binarized_cae: BinarizedCAEConfig = field(default_factory=BinarizedCAEConfig)
+
+
+@dataclass
+class FacezipConfig:
+    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
+    seed: int = 0
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    codecs: CodecArchitectures = field(default_factory=CodecArchitectures)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -1,0 +1,97 @@
+"""Decoding image files into RGB arrays, saying what was converted and why a file was refused.
+
+Every stage reads images through ``decode_image`` so a CMYK JPEG, a 16-bit PNG or a
+decompression bomb is handled the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".avif")
+DEFAULT_MAX_PIXELS = 40_000_000
+_CONVERTIBLE = {"L": "greyscale", "LA": "greyscale+alpha", "1": "bilevel", "P": "palette", "PA": "palette+alpha",
+                "RGBA": "RGBA", "CMYK": "CMYK", "YCbCr": "YCbCr", "I;16": "16-bit greyscale",
+                "I;16B": "16-bit greyscale", "I;16L": "16-bit greyscale", "I": "32-bit greyscale"}
+
+
+class ImageError(ValueError):
+    """An input that cannot become an RGB image. ``reason`` is a short machine-readable tag."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # (H, W, 3) uint8
+    notes: list[str] = field(default_factory=list)  # conversions applied, e.g. "converted CMYK to RGB"
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Bytes of any Pillow-readable image → RGB; EXIF orientation applied, first frame of animations.
+
+    Raises ImageError with reason ``empty``, ``too_large``, ``unreadable`` or ``unsupported_mode``.
+    """
+    if not data:
+        raise ImageError("empty", "zero-byte file")
+    image = _open(data, max_pixels)
+    notes: list[str] = []
+    if getattr(image, "n_frames", 1) > 1:
+        notes.append(f"animated image with {image.n_frames} frames: used the first")
+    try:
+        oriented = ImageOps.exif_transpose(image)
+        if oriented is not image:
+            notes.append("applied EXIF orientation")
+        return DecodedImage(to_rgb(oriented, notes), notes)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated data surfaces only on load
+        raise ImageError("unreadable", str(exc) or type(exc).__name__) from None
+
+
+def to_rgb(image: Image.Image, notes: list[str] | None = None) -> np.ndarray:
+    """An RGB uint8 array; other supported modes are converted and the conversion noted."""
+    notes = notes if notes is not None else []
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image, dtype=np.uint8).copy()
+    if mode not in _CONVERTIBLE:
+        raise ImageError("unsupported_mode", f"image mode {mode} cannot be converted to RGB")
+    if mode.startswith("I"):  # 16/32-bit greyscale: scale the used range down to 8 bits
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif "A" in mode or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        notes.append(f"converted {_CONVERTIBLE[mode]} to RGB (alpha composited on white)")
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    notes.append(f"converted {_CONVERTIBLE[mode]} to RGB")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError("too_large", f"{width}×{height} pixels exceeds the limit of {max_pixels}")
+            image.load()
+            return image
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError("too_large", str(exc)) from None
+    except UnidentifiedImageError:
+        raise ImageError("unreadable", "not an image Pillow can identify") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError("unreadable", str(exc) or type(exc).__name__) from None

@@ -1,0 +1,84 @@
+"""Images in, ``.fz`` payloads out, and back: padding, batching and the container around a codec.
+
+Any image size works: images are reflect-padded up to the codec's ``pad_multiple`` and
+cropped back after decoding; images of the same padded size are encoded as one batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from facezip.models.container import FzFormatError, FzHeader, pack_fz, unpack_fz
+from facezip.models.registry import Codec
+
+
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def to_tensor(images: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) uint8 images → one (N, 3, *size) float batch in [0, 1], reflect-padded."""
+    batch = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        pad = ((0, size[0] - image.shape[0]), (0, size[1] - image.shape[1]), (0, 0))
+        batch[i] = np.pad(image, pad, mode="reflect" if min(image.shape[:2]) > 1 else "edge")
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] → (N, H, W, 3) uint8, rounded."""
+    return x.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def encode_images(codec: Codec, images: Sequence[np.ndarray], batch_size: int = 16) -> list[bytes]:
+    """RGB uint8 images → complete ``.fz`` files, in input order."""
+    device = next(codec.parameters()).device
+    weights_hash = codec.weights_hash()
+    out: list[bytes | None] = [None] * len(images)
+    for size, indices in _group_by_padded_size(images, codec.pad_multiple).items():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            payloads = codec.compress(to_tensor([images[i] for i in chunk], size).to(device))
+            for i, payload in zip(chunk, payloads):
+                height, width = images[i].shape[:2]
+                out[i] = pack_fz(FzHeader(codec.name, weights_hash, height, width), payload)
+    return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def decode_file(codec: Codec, data: bytes) -> np.ndarray:
+    """One ``.fz`` file → (H, W, 3) uint8, after checking it belongs to this codec and weights."""
+    header, payload = unpack_fz(data)
+    check_header_matches(header, codec)
+    size = padded_size(header.height, header.width, codec.pad_multiple)
+    try:
+        x_hat = codec.decompress([payload], size)
+    except ValueError as exc:
+        raise FzFormatError(f"payload does not fit a {header.height}×{header.width} image: {exc}") from None
+    return to_uint8(x_hat)[0, : header.height, : header.width]
+
+
+def check_header_matches(header: FzHeader, codec: Codec) -> None:
+    if header.codec != codec.name:
+        raise FzFormatError(f"file was written by codec '{header.codec}', the loaded model is '{codec.name}'")
+    if header.weights_hash != codec.weights_hash():
+        raise FzFormatError(f"weights hash mismatch: file needs weights {header.weights_hash}, "
+                            f"the loaded model has {codec.weights_hash()}")
+
+
+def bits_per_pixel(n_bytes: int, height: int, width: int) -> float:
+    return 8.0 * n_bytes / (height * width)
+
+
+def _group_by_padded_size(images: Sequence[np.ndarray], multiple: int) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, image in enumerate(images):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image {i}: expected an (H, W, 3) uint8 array, got {image.shape} {image.dtype}")
+        groups[padded_size(*image.shape[:2], multiple)].append(i)
+    return groups

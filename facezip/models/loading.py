@@ -1,0 +1,62 @@
+"""Saving and loading codec weights: the bundled model, a file or an ``s3://`` URI.
+
+A weights file is a ``torch.save``d dict ``{"format", "codec", "architecture", "state_dict",
+"metadata"}``, loaded with ``weights_only=True`` so a file can never run code.
+"""
+
+from __future__ import annotations
+
+import io
+from importlib import resources
+from typing import Any
+
+import torch
+
+from facezip.infra.storage import Storage
+from facezip.models.registry import Codec, create_codec
+
+WEIGHTS_FORMAT = "facezip-weights/1"
+BUNDLED = "bundled"
+
+
+def bundled_weights_path(codec_name: str):
+    return resources.files("facezip.models") / "weights" / f"{codec_name}.pt"
+
+
+def weights_to_bytes(codec: Codec, metadata: dict[str, Any] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format": WEIGHTS_FORMAT, "codec": codec.name, "architecture": codec.architecture(),
+                "state_dict": {k: v.detach().cpu() for k, v in codec.state_dict().items()},
+                "metadata": metadata or {}}, buffer)
+    return buffer.getvalue()
+
+
+def codec_from_bytes(data: bytes, source: str, expected_codec: str | None = None) -> Codec:
+    try:
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{source}: not a facezip weights file ({exc})") from None
+    if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{source}: not a facezip weights file (expected format {WEIGHTS_FORMAT})")
+    if expected_codec and blob["codec"] != expected_codec:
+        raise ValueError(f"{source}: holds weights of codec '{blob['codec']}', not '{expected_codec}'")
+    codec = create_codec(blob["codec"], **blob["architecture"])
+    codec.load_state_dict(blob["state_dict"])
+    codec.metadata = blob.get("metadata", {})
+    return codec.freeze()
+
+
+def load_codec(name: str, weights: str, device: torch.device | str = "cpu",
+               storage: Storage | None = None) -> Codec:
+    """A codec ready for inference. ``weights``: ``bundled``, a local path or an fsspec URL."""
+    if weights == BUNDLED:
+        path = bundled_weights_path(name)
+        if not path.is_file():
+            raise ValueError(f"no bundled weights for codec '{name}'; give codec.weights=PATH")
+        data, source = path.read_bytes(), f"bundled weights of {name}"
+    else:
+        try:
+            data, source = (storage or Storage()).read_bytes(weights), weights
+        except FileNotFoundError:
+            raise ValueError(f"codec.weights: file not found: {weights}") from None
+    return codec_from_bytes(data, source, expected_codec=name).to(device).freeze()

@@ -1,0 +1,96 @@
+"""The codec registry and the fixed interface every codec implements.
+
+Like CompressAI's ``@register_model``: a codec class registers under a name, and callers
+(``compress``, ``archive``, ``evaluate``, ``train``) only ever go through ``create_codec``.
+The ``compress``/``decompress`` signatures are fixed, as in tensorflow/compression.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+_CODECS: dict[str, type["Codec"]] = {}
+
+
+class Codec(nn.Module, ABC):
+    """A learned image codec.
+
+    Images are float tensors ``(N, 3, H, W)`` in ``[0, 1]`` whose H and W are multiples of
+    ``pad_multiple`` (``facezip.models.coding`` pads and crops for callers).
+    """
+
+    name: ClassVar[str] = ""
+
+    @property
+    @abstractmethod
+    def pad_multiple(self) -> int:
+        """H and W given to the codec must be multiples of this."""
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training pass: ``{"x_hat": reconstruction, "bits": estimated bits per image (N,)}``."""
+
+    @abstractmethod
+    def compress(self, x: torch.Tensor) -> list[bytes]:
+        """Encode a batch to one payload per image (before the container's xz stage)."""
+
+    @abstractmethod
+    def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
+        """Decode payloads of images of padded ``size`` = (H, W) back to ``(N, 3, H, W)``."""
+
+    @abstractmethod
+    def architecture(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this codec (saved beside its weights)."""
+
+    def freeze(self) -> "Codec":
+        """Inference mode: eval, no gradients, and the weights hash computed once."""
+        self.eval().requires_grad_(False)
+        self._frozen_hash = None
+        self._frozen_hash = self.weights_hash()
+        return self
+
+    def weights_hash(self) -> str:
+        """16 hex digits identifying the weights; stored in every ``.fz`` file and archive row."""
+        if getattr(self, "_frozen_hash", None):
+            return self._frozen_hash
+        digest = hashlib.sha256(self.name.encode())
+        for key, tensor in sorted(self.state_dict().items()):
+            data = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{key}:{data.dtype}:{tuple(data.shape)}".encode())
+            digest.update(data.numpy().tobytes() if data.numel() else b"")
+        return digest.hexdigest()[:16]
+
+
+def register_codec(name: str) -> Callable[[type[Codec]], type[Codec]]:
+    """Class decorator: make a codec available under ``name``."""
+
+    def decorator(cls: type[Codec]) -> type[Codec]:
+        if name in _CODECS:
+            raise ValueError(f"codec '{name}' is already registered by {_CODECS[name].__qualname__}")
+        cls.name = name
+        _CODECS[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_codecs() -> list[str]:
+    return sorted(_CODECS)
+
+
+def codec_class(name: str) -> type[Codec]:
+    try:
+        return _CODECS[name]
+    except KeyError:
+        raise ValueError(f"unknown codec '{name}' (available: {', '.join(available_codecs())})") from None
+
+
+def create_codec(name: str, **architecture: Any) -> Codec:
+    """A new (untrained) codec of the registered class ``name``."""
+    return codec_class(name)(**architecture)

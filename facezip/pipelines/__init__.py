@@ -1,0 +1,1 @@
+"""Stages run in order, as defined by YAML files under ``configs/pipelines``."""

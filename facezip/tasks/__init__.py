@@ -1,0 +1,1 @@
+"""One module per pipeline stage: compress, detect, train, archive, evaluate."""

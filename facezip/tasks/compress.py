@@ -1,0 +1,127 @@
+"""``facezip compress / decompress / info``: single images to and from ``.fz`` files.
+
+Many files at once, in batches; a bad file is reported and skipped, the rest still done.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from facezip.infra.images import ImageError, decode_image
+from facezip.infra.storage import Storage, is_remote, join
+from facezip.models.coding import bits_per_pixel, decode_file, encode_images
+from facezip.models.container import FzFormatError, read_header
+from facezip.models.registry import Codec
+
+
+@dataclass
+class FileResult:
+    source: str
+    output: str | None = None
+    error: str | None = None
+    bpp: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def plan_outputs(inputs: Sequence[str], output: str, suffix: str) -> list[str]:
+    """One input and an output that is not a directory → that file; else ``output/<stem><suffix>``."""
+    single_file = len(inputs) == 1 and not output.endswith("/") and not (
+        not is_remote(output) and os.path.isdir(output)) and PurePosixPath(output).suffix != ""
+    if single_file:
+        return [output]
+    return [join(output, PurePosixPath(src).stem + suffix) for src in inputs]
+
+
+def compress_files(codec: Codec, inputs: Sequence[str], output: str, storage: Storage,
+                   batch_size: int = 16, progress: bool = True) -> list[FileResult]:
+    results = [FileResult(src, out) for src, out in zip(inputs, plan_outputs(inputs, output, ".fz"))]
+    _flag_collisions(results)
+    with tqdm(total=len(results), desc="compress", unit="img", disable=not progress) as bar:
+        for chunk in _chunks([r for r in results if r.ok], batch_size):
+            images = [_read_image(r, storage) for r in chunk]
+            readable = [(r, img) for r, img in zip(chunk, images) if img is not None]
+            files = encode_images(codec, [img for _, img in readable], batch_size) if readable else []
+            for (result, image), data in zip(readable, files):
+                _write(result, data, storage)
+                result.bpp = bits_per_pixel(len(data), *image.shape[:2])
+            bar.update(len(chunk))
+    return results
+
+
+def decompress_files(codec: Codec, inputs: Sequence[str], output: str, storage: Storage,
+                     progress: bool = True) -> list[FileResult]:
+    results = [FileResult(src, out) for src, out in zip(inputs, plan_outputs(inputs, output, ".png"))]
+    _flag_collisions(results)
+    for result in tqdm([r for r in results if r.ok], desc="decompress", unit="img", disable=not progress):
+        try:
+            data = storage.read_bytes(result.source)
+            pixels = decode_file(codec, data)
+        except (OSError, FzFormatError) as exc:
+            result.error = _describe(exc)
+            continue
+        _write(result, _encode_output(pixels, result.output), storage)
+        result.bpp = bits_per_pixel(len(data), *pixels.shape[:2])
+    return results
+
+
+def describe_file(data: bytes) -> dict[str, object]:
+    """The header of a ``.fz`` file and its rate, for ``facezip info``."""
+    header, stream = read_header(data)
+    return {"codec": header.codec, "weights_hash": header.weights_hash, "height": header.height,
+            "width": header.width, "file_bytes": len(data), "payload_bytes": len(stream),
+            "bpp": round(bits_per_pixel(len(data), header.height, header.width), 4)}
+
+
+def _read_image(result: FileResult, storage: Storage) -> np.ndarray | None:
+    try:
+        decoded = decode_image(storage.read_bytes(result.source))
+    except (OSError, ImageError) as exc:
+        result.error = _describe(exc)
+        return None
+    result.notes.extend(decoded.notes)
+    return decoded.rgb
+
+
+def _write(result: FileResult, data: bytes, storage: Storage) -> None:
+    try:
+        storage.write_bytes_atomic(result.output, data)
+    except OSError as exc:
+        result.error = f"cannot write {result.output}: {_describe(exc)}"
+
+
+def _encode_output(pixels: np.ndarray, name: str) -> bytes:
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(PurePosixPath(name).suffix.lower(), "PNG")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt, **({"quality": 95} if fmt != "PNG" else {}))
+    return buffer.getvalue()
+
+
+def _flag_collisions(results: list[FileResult]) -> None:
+    counts = Counter(r.output for r in results)
+    for result in results:
+        if counts[result.output] > 1:
+            result.error = f"another input also maps to {result.output}; give inputs with distinct names"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    return str(exc) or type(exc).__name__
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
