@@ -25,14 +25,17 @@ def configure(tracking_cfg: Any) -> None:
 
 
 @contextlib.contextmanager
-def start_run(cfg: DictConfig, run_name: str, tags: dict[str, str] | None = None,
-              nested: bool = False) -> Iterator[mlflow.ActiveRun | None]:
+def start_run(cfg: DictConfig, run_name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun | None]:
     """An MLflow run with the resolved config as params (and as ``config.yaml``) and the
-    versions of facezip, torch and ray as tags. Yields None when tracking is disabled."""
+    versions of facezip, torch and ray as tags. Yields None when tracking is disabled.
+
+    Inside an active run (a pipeline's parent run) the new run is its child."""
     if not cfg.tracking.enabled:
         yield None
         return
-    configure(cfg.tracking)
+    nested = mlflow.active_run() is not None
+    if not nested:
+        configure(cfg.tracking)
     with mlflow.start_run(run_name=run_name, nested=nested, tags={**provenance_tags(), **(tags or {})}) as run:
         mlflow.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
