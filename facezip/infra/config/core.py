@@ -35,6 +35,12 @@ def load_config(files: Iterable[str | Path] = (), overrides: Sequence[str] = ())
     return cfg
 
 
+def merge_config(cfg: DictConfig, update: DictConfig | dict, source: str) -> DictConfig:
+    """``update`` merged onto ``cfg`` with the checks and errors of ``load_config``
+    (``source`` says where the update came from, e.g. a pipeline stage)."""
+    return _merge(cfg, OmegaConf.create(update), source=source)
+
+
 def config_to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
