@@ -1,0 +1,334 @@
+"""Reading image datasets in the layouts facezip meets: CelebA, LFW, a folder or glob, Parquet.
+
+``open_reader(src, storage)`` picks the layout from the files present. A reader streams
+``ImageRef``s (``refs()``) and builds a Ray dataset whose bytes are read inside Ray tasks
+(``to_ray_dataset()``); a file that cannot be read still comes out as a row, with
+``image_bytes`` null and ``read_error`` saying why, so every input can be accounted for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from facezip.infra.images import IMAGE_SUFFIXES
+from facezip.infra.storage import Storage, is_remote, join
+
+LAYOUTS = ("auto", "celeba", "lfw", "folder", "parquet")
+CELEBA_IDENTITY_FILE = "identity_CelebA.txt"
+CELEBA_PARTITION_FILE = "list_eval_partition.txt"
+CELEBA_IMAGE_DIRS = ("img_align_celeba", "img_celeba", "images")
+CELEBA_SPLITS = {"0": "train", "1": "val", "2": "test"}
+LFW_PAIRS_FILE = "pairs.txt"
+IMAGE_COLUMN = "image_bytes"
+REF_SCHEMA = pa.schema([("id", pa.string()), ("source_uri", pa.string()),
+                        ("identity", pa.string()), ("split", pa.string())])
+_GLOB_CHARS = "*?["
+_REFS_PER_BLOCK = 256  # a Ray read task per block of refs: small enough to spread work over actors
+
+
+class ReaderError(ValueError):
+    """A dataset location that cannot be read as the asked-for (or any) layout."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    id: str  # stable and unique within the dataset, e.g. "000001", "Aaron_Eckhart_0001", "a/b/photo"
+    source_uri: str
+    identity: str | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class LfwPair:
+    """One line of LFW's pairs.txt; ``same`` when both images show the same person."""
+
+    fold: int
+    id1: str
+    id2: str
+    same: bool
+
+
+@dataclass
+class Reader:
+    """Base of the layouts: ``refs()`` is the one listing, everything else derives from it."""
+
+    src: str
+    storage: Storage
+    layout: str = "folder"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def refs(self) -> Iterator[ImageRef]:
+        raise NotImplementedError
+
+    def to_ray_dataset(self):
+        """Columns ``id, source_uri, identity, split, image_bytes, read_error``; bytes are read in Ray tasks."""
+        import ray.data
+
+        blocks = list(_ref_tables(self.refs()))
+        if not blocks:
+            raise ReaderError(f"{self.src}: no images found (layout {self.layout})")
+        return ray.data.from_arrow(blocks).map_batches(
+            _ReadBytes(self.storage), batch_format="pyarrow", batch_size=None)
+
+
+class FolderReader(Reader):
+    """Every image below a folder (recursively, sorted) or matching a glob.
+
+    The id is the path relative to the folder (or to the glob's fixed prefix) without its
+    suffix, so ``a/img.jpg`` and ``b/img.jpg`` stay distinct."""
+
+    def refs(self) -> Iterator[ImageRef]:
+        fs, path = self.storage.fs(self.src)
+        base, paths = (_glob_base(path), iter(sorted(fs.glob(path)))) if _is_glob(path) else (path, _walk(fs, path))
+        for file_path in paths:
+            if file_path.lower().endswith(IMAGE_SUFFIXES):
+                rel = posixpath.relpath(file_path, base.rstrip("/") or "/")
+                yield ImageRef(posixpath.splitext(rel)[0], _uri_like(self.src, path, file_path))
+
+
+class CelebAReader(Reader):
+    """``identity_CelebA.txt`` (the index, streamed line by line) + an image folder, with the
+    train/val/test split from ``list_eval_partition.txt`` when present."""
+
+    def refs(self) -> Iterator[ImageRef]:
+        image_dir = _celeba_image_dir(self.src, self.storage)
+        splits = self._splits()
+        fs, path = self.storage.fs(join(self.src, CELEBA_IDENTITY_FILE))
+        with fs.open(path, "rt", encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                if len(parts) != 2:
+                    raise ReaderError(f"{join(self.src, CELEBA_IDENTITY_FILE)} line {number}: "
+                                      f"expected 'file identity', got {line.strip()!r}")
+                name, identity = parts
+                yield ImageRef(posixpath.splitext(name)[0], join(image_dir, name), identity, splits.get(name))
+
+    def _splits(self) -> dict[str, str]:
+        uri = join(self.src, CELEBA_PARTITION_FILE)
+        if not self.storage.exists(uri):
+            return {}
+        fs, path = self.storage.fs(uri)
+        with fs.open(path, "rt", encoding="utf-8") as lines:
+            pairs = (line.split() for line in lines)
+            return {p[0]: CELEBA_SPLITS.get(p[1], p[1]) for p in pairs if len(p) == 2}
+
+
+class LfwReader(Reader):
+    """``<Name>/<Name>_NNNN.jpg`` below ``src`` or ``src/images``; ``metadata["pairs"]`` holds
+    the parsed ``pairs.txt`` (a list of LfwPair) when the file is there."""
+
+    def refs(self) -> Iterator[ImageRef]:
+        image_root = _lfw_image_root(self.src, self.storage)
+        fs, root_path = self.storage.fs(image_root)
+        for file_path in _walk(fs, root_path):
+            rel = posixpath.relpath(file_path, root_path.rstrip("/"))
+            if rel.count("/") == 1 and file_path.lower().endswith(IMAGE_SUFFIXES):
+                person = rel.split("/")[0]
+                yield ImageRef(posixpath.splitext(posixpath.basename(rel))[0],
+                               _uri_like(self.src, root_path, file_path), person)
+
+
+class ParquetReader(Reader):
+    """A Parquet dataset with an ``image_bytes`` column (facezip's own detect output reads this
+    way). ``id``/``source_uri``/``identity``/``split`` are taken when present; without an ``id``
+    column the id is a hash of the image bytes (identical images then share an id)."""
+
+    def refs(self) -> Iterator[ImageRef]:
+        import pyarrow.dataset as ds
+
+        fs, path = self.storage.fs(self.src)
+        dataset = ds.dataset(path, format="parquet", filesystem=arrow_filesystem(fs))
+        names = dataset.schema.names
+        if IMAGE_COLUMN not in names:
+            raise ReaderError(f"{self.src}: Parquet dataset has no '{IMAGE_COLUMN}' column "
+                              f"(columns: {', '.join(names)})")
+        columns = [c for c in REF_SCHEMA.names if c in names] + ([] if "id" in names else [IMAGE_COLUMN])
+        for batch in dataset.to_batches(columns=columns):
+            for row in batch.to_pylist():
+                yield ImageRef(**_parquet_ref(row, self.src))
+
+    def to_ray_dataset(self):
+        import ray.data
+
+        fs, path = self.storage.fs(self.src)
+        dataset = ray.data.read_parquet(path, filesystem=arrow_filesystem(fs))
+        return dataset.map_batches(_NormaliseParquetRows(self.src), batch_format="pyarrow", batch_size=None)
+
+
+def open_reader(src: str, storage: Storage | None = None, layout: str = "auto") -> Reader:
+    """A reader for ``src`` (a local path or fsspec URL) in ``layout``, or the detected one."""
+    storage = storage or Storage()
+    if layout not in LAYOUTS:
+        raise ReaderError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+    if not _is_glob(src) and not storage.exists(src):
+        raise ReaderError(f"{src}: no such file or folder")
+    layout = detect_layout(src, storage) if layout == "auto" else layout
+    reader_class = {"celeba": CelebAReader, "lfw": LfwReader, "folder": FolderReader, "parquet": ParquetReader}[layout]
+    reader = reader_class(src, storage, layout)
+    if layout == "lfw":
+        pairs_uri = join(src, LFW_PAIRS_FILE)
+        if storage.exists(pairs_uri):
+            reader.metadata["pairs"] = parse_lfw_pairs(storage.read_bytes(pairs_uri).decode("utf-8"))
+    return reader
+
+
+def detect_layout(src: str, storage: Storage) -> str:
+    """``folder`` for globs and plain folders; ``parquet``, ``celeba`` or ``lfw`` by the files present."""
+    if _is_glob(src):
+        return "folder"
+    fs, path = storage.fs(src)
+    if fs.isfile(path):
+        if path.endswith(".parquet"):
+            return "parquet"
+        raise ReaderError(f"{src}: a single file is not a dataset (give its folder or a glob)")
+    names = {posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)}
+    if any(n.endswith(".parquet") for n in names):
+        return "parquet"
+    if CELEBA_IDENTITY_FILE in names:
+        return "celeba"
+    if LFW_PAIRS_FILE in names or _looks_like_lfw(fs, path):
+        return "lfw"
+    return "folder"
+
+
+def parse_lfw_pairs(text: str) -> list[LfwPair]:
+    """LFW's pairs.txt: a ``folds n`` header, then per fold n same-person lines ``name i j``
+    and n different-person lines ``name1 i name2 j``."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if not lines or len(lines[0]) != 2:
+        raise ReaderError("pairs.txt: first line must be '<folds> <pairs per fold>'")
+    per_fold = int(lines[0][1])
+    pairs = []
+    for number, parts in enumerate(lines[1:]):
+        fold = number // (2 * per_fold) + 1
+        if len(parts) == 3:
+            pairs.append(LfwPair(fold, lfw_id(parts[0], parts[1]), lfw_id(parts[0], parts[2]), True))
+        elif len(parts) == 4:
+            pairs.append(LfwPair(fold, lfw_id(parts[0], parts[1]), lfw_id(parts[2], parts[3]), False))
+        else:
+            raise ReaderError(f"pairs.txt line {number + 2}: expected 3 or 4 fields, got {' '.join(parts)!r}")
+    return pairs
+
+
+def lfw_id(name: str, number: str | int) -> str:
+    """The image id of LFW's ``name``, ``number`` (as in pairs.txt): ``Name_0001``."""
+    return f"{name}_{int(number):04d}"
+
+
+def arrow_filesystem(fs):
+    """A pyarrow filesystem over an fsspec one, for pyarrow and Ray Data readers/writers."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return PyFileSystem(FSSpecHandler(fs))
+
+
+class _ReadBytes:
+    """Ray batch function: fetch each ref's bytes; a failed read becomes a ``read_error``."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        contents, errors = [], []
+        for uri in table.column("source_uri").to_pylist():
+            try:
+                contents.append(self.storage.read_bytes(uri))
+                errors.append(None)
+            except (OSError, ValueError) as exc:  # missing, permission, network: the row survives
+                contents.append(None)
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return table.append_column(IMAGE_COLUMN, pa.array(contents, pa.binary())).append_column(
+            "read_error", pa.array(errors, pa.string()))
+
+
+class _NormaliseParquetRows:
+    """Ray batch function: give a Parquet table exactly the reader columns."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        if IMAGE_COLUMN not in table.column_names:
+            raise ReaderError(f"{self.src}: Parquet dataset has no '{IMAGE_COLUMN}' column")
+        names = table.column_names
+        keep = [c for c in REF_SCHEMA.names if c in names] + ([] if "id" in names else [IMAGE_COLUMN])
+        refs = [_parquet_ref(row, self.src) for row in table.select(keep).to_pylist()]
+        out = pa.Table.from_pylist(refs, schema=REF_SCHEMA)
+        return out.append_column(IMAGE_COLUMN, table.column(IMAGE_COLUMN).cast(pa.binary())).append_column(
+            "read_error", pa.nulls(len(out), pa.string()))
+
+
+def _parquet_ref(row: dict[str, Any], src: str) -> dict[str, Any]:
+    ident = row.get("id") or hashlib.sha1(row.get(IMAGE_COLUMN) or b"").hexdigest()[:16]
+    return {"id": ident, "source_uri": row.get("source_uri") or f"{src}#{ident}",
+            "identity": row.get("identity"), "split": row.get("split")}
+
+
+def _ref_tables(refs: Iterator[ImageRef]) -> Iterator[pa.Table]:
+    chunk: list[dict[str, Any]] = []
+    for ref in refs:
+        chunk.append(asdict(ref))
+        if len(chunk) == _REFS_PER_BLOCK:
+            yield pa.Table.from_pylist(chunk, schema=REF_SCHEMA)
+            chunk = []
+    if chunk:
+        yield pa.Table.from_pylist(chunk, schema=REF_SCHEMA)
+
+
+def _walk(fs, path: str) -> Iterator[str]:
+    """Files below ``path`` in sorted order, one directory listing at a time."""
+    for root, dirs, files in fs.walk(path):
+        dirs.sort()  # in place: fsspec then descends in this order
+        for name in sorted(files):
+            yield posixpath.join(root, name)
+
+
+def _is_glob(src: str) -> bool:
+    return any(ch in src for ch in _GLOB_CHARS)
+
+
+def _glob_base(pattern: str) -> str:
+    fixed = pattern[:min(pattern.index(ch) for ch in _GLOB_CHARS if ch in pattern)]
+    return fixed.rsplit("/", 1)[0] if "/" in fixed else ""
+
+
+def _uri_like(src: str, src_path: str, file_path: str) -> str:
+    """A listed file path written the way the user wrote ``src`` (with its scheme if any)."""
+    if not is_remote(src):
+        return file_path
+    scheme = src.split("://", 1)[0]
+    return f"{scheme}://{file_path}"
+
+
+def _celeba_image_dir(src: str, storage: Storage) -> str:
+    for name in CELEBA_IMAGE_DIRS:
+        if storage.exists(join(src, name)):
+            return join(src, name)
+    raise ReaderError(f"{src}: CelebA layout needs an image folder ({', '.join(CELEBA_IMAGE_DIRS)})")
+
+
+def _lfw_image_root(src: str, storage: Storage) -> str:
+    images = join(src, "images")
+    return images if storage.exists(images) else src
+
+
+def _looks_like_lfw(fs, path: str) -> bool:
+    """True when the first sub-folder holds ``<folder>_NNNN.<image>`` files."""
+    for root in (posixpath.join(path, "images"), path):
+        if not fs.isdir(root):
+            continue
+        folders = sorted(p for p in fs.ls(root, detail=False) if fs.isdir(p))
+        if not folders:
+            continue
+        person = posixpath.basename(folders[0].rstrip("/"))
+        files = [posixpath.basename(p) for p in fs.ls(folders[0], detail=False)]
+        return bool(files) and all(posixpath.splitext(f)[0].rsplit("_", 1)[0] == person for f in files)
+    return False
