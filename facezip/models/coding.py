@@ -34,26 +34,36 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-@torch.no_grad()
 def encode_images(codec: Codec, images: Sequence[np.ndarray], batch_size: int = 16) -> list[bytes]:
     """RGB uint8 images → complete ``.fz`` files, in input order."""
-    device = next(codec.parameters()).device
     weights_hash = codec.weights_hash()
+    return [pack_fz(FzHeader(codec.name, weights_hash, *image.shape[:2]), payload)
+            for image, payload in zip(images, encode_payloads(codec, images, batch_size))]
+
+
+@torch.no_grad()
+def encode_payloads(codec: Codec, images: Sequence[np.ndarray], batch_size: int = 16) -> list[bytes]:
+    """RGB uint8 images → the codec's payloads (no container), in input order."""
+    device = next(codec.parameters()).device
     out: list[bytes | None] = [None] * len(images)
     for size, indices in _group_by_padded_size(images, codec.pad_multiple).items():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             payloads = codec.compress(to_tensor([images[i] for i in chunk], size).to(device))
             for i, payload in zip(chunk, payloads):
-                height, width = images[i].shape[:2]
-                out[i] = pack_fz(FzHeader(codec.name, weights_hash, height, width), payload)
+                out[i] = payload
     return out  # type: ignore[return-value]
 
 
-@torch.no_grad()
 def decode_file(codec: Codec, data: bytes) -> np.ndarray:
     """One ``.fz`` file → (H, W, 3) uint8, after checking it belongs to this codec and weights."""
     header, payload = unpack_fz(data)
+    return decode_payload(codec, header, payload)
+
+
+@torch.no_grad()
+def decode_payload(codec: Codec, header: FzHeader, payload: bytes) -> np.ndarray:
+    """A codec payload described by ``header`` → (H, W, 3) uint8, cropped back from the padding."""
     check_header_matches(header, codec)
     size = padded_size(header.height, header.width, codec.pad_multiple)
     try:
