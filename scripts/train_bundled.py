@@ -1,7 +1,7 @@
 """Train the stand-in bundled ``binarized-cae`` weights (until the Ray Train stage replaces them).
 
 Faces: centre 160×160 crops of LFW-dev (deep-funneled, so faces sit in the centre); general
-photos: random 160×160 crops of the Kodak images. Loss: L1 + (1 − MS-SSIM, 3 scales), Adam.
+photos: random 160×160 crops of the Kodak images. Loss: L1 + (1 − MS-SSIM, 7×7 window), Adam.
 Time-bounded so it fits a CPU session; the exact command is recorded in the weights' metadata.
 
     python scripts/train_bundled.py --data ../shared/data --minutes 12
@@ -26,7 +26,7 @@ from facezip.models.coding import to_tensor
 from facezip.models.loading import weights_to_bytes
 
 CROP = 160
-MS_SSIM_WEIGHTS = [0.0448, 0.2856, 0.3001]  # first three of Wang et al. 2003, enough scales for 160 px
+MS_SSIM_WINDOW = 7  # pytorch-msssim needs side > (window - 1) · 16; 11 would need > 160 px
 
 
 def load_faces(root: Path, every: int) -> list[np.ndarray]:
@@ -73,7 +73,7 @@ def main() -> None:
                  for _ in range(args.batch)]
         x = to_tensor([np.ascontiguousarray(b) for b in batch], (CROP, CROP))
         x_hat = codec(x)["x_hat"]
-        loss = F.l1_loss(x_hat, x) + (1 - ms_ssim(x_hat, x, data_range=1.0, weights=MS_SSIM_WEIGHTS))
+        loss = F.l1_loss(x_hat, x) + (1 - ms_ssim(x_hat, x, data_range=1.0, win_size=MS_SSIM_WINDOW))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -81,7 +81,7 @@ def main() -> None:
         if step % 100 == 0:
             print(f"step {step} loss {loss.item():.4f}", flush=True)
     metadata = {"trained_by": "scripts/train_bundled.py", "command": " ".join(sys.argv), "steps": step,
-                "data": "lfw-dev centre crops + kodak random crops", "loss": "L1 + (1 - MS-SSIM[3 scales])"}
+                "data": "lfw-dev centre crops + kodak random crops", "loss": "L1 + (1 - MS-SSIM, 7x7 window)"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(weights_to_bytes(codec.freeze(), metadata))
     print(f"wrote {args.out} after {step} steps", flush=True)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from facezip import __version__
 from facezip.cli import codec_commands, config_commands
-from facezip.cli.common import CommandError
+from facezip.cli.common import CommandError, is_override
 from facezip.infra.config import ConfigError
 
 COMMAND_MODULES = [codec_commands, config_commands]
@@ -30,7 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may follow options (`compress a.png -o out device=cpu`), which argparse
+    # cannot give to a positional once it has been filled: collect them here instead.
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if not is_override(item)]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.extra_overrides = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -22,14 +22,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML config file layered over the defaults (repeatable)")
 
 
+def is_override(item: str) -> bool:
+    return bool(_OVERRIDE.match(item))
+
+
 def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
     """Positional arguments → (plain arguments, key=value overrides)."""
-    overrides = [item for item in items if _OVERRIDE.match(item)]
-    return [item for item in items if not _OVERRIDE.match(item)], overrides
+    return [item for item in items if not is_override(item)], [item for item in items if is_override(item)]
 
 
 def load(args: argparse.Namespace, overrides: list[str]) -> DictConfig:
-    return load_config(args.config, overrides)
+    """The config of a command: defaults, ``--config`` files, then every key=value override."""
+    return load_config(args.config, [*overrides, *getattr(args, "extra_overrides", [])])
 
 
 def report_failures(command: str, failures: list[tuple[str, str]], total: int) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from facezip.models.container import FzFormatError, FzHeader, pack_fz, unpack_fz
-from facezip.models.registry import Codec
+from facezip.models.registry import Codec, available_codecs
 
 
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
@@ -74,6 +74,8 @@ def decode_payload(codec: Codec, header: FzHeader, payload: bytes) -> np.ndarray
 
 
 def check_header_matches(header: FzHeader, codec: Codec) -> None:
+    if header.codec not in available_codecs():
+        raise FzFormatError(f"unknown codec '{header.codec}' (this facezip knows {', '.join(available_codecs())})")
     if header.codec != codec.name:
         raise FzFormatError(f"file was written by codec '{header.codec}', the loaded model is '{codec.name}'")
     if header.weights_hash != codec.weights_hash():
