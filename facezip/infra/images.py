@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".avif")
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -46,9 +46,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     if getattr(image, "n_frames", 1) > 1:
         notes.append(f"animated image with {image.n_frames} frames: used the first")
     try:
-        oriented = ImageOps.exif_transpose(image)
-        if oriented is not image:
-            notes.append("applied EXIF orientation")
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        oriented = ImageOps.exif_transpose(image)  # a copy even when there is nothing to turn
+        if orientation not in (None, 1):
+            notes.append(f"applied EXIF orientation {orientation}")
         return DecodedImage(to_rgb(oriented, notes), notes)
     except ImageError:
         raise

@@ -40,12 +40,15 @@ class TrainConfig:
 
 @dataclass
 class ArchiveConfig:
-    records_per_shard: int = 1000
+    """Bulk compression into xz shards with a Parquet index (``facezip archive``)."""
+
+    records_per_shard: int = 1000  # a shard closes at this many records or target_shard_mb, whichever first
     target_shard_mb: float = 64.0
-    batch_size: int = 32
-    num_actors: int = 1
-    cpus_per_actor: float = 0.5
+    batch_size: int = 32  # images per codec batch in an encoder actor
+    num_actors: Optional[int] = None  # None: one encoder actor per cluster CPU
+    cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve Ray's read tasks on small hosts
     gpus_per_actor: float = 0.0
+    max_image_pixels: int = 40_000_000  # larger inputs are rejected as too_large
 
 
 @dataclass
