@@ -29,7 +29,7 @@ IMAGE_COLUMN = "image_bytes"
 REF_SCHEMA = pa.schema([("id", pa.string()), ("source_uri", pa.string()),
                         ("identity", pa.string()), ("split", pa.string())])
 _GLOB_CHARS = "*?["
-_REFS_PER_BLOCK = 256  # a Ray read task per block of refs: small enough to spread work over actors
+_REFS_PER_BLOCK = 64  # refs per Ray read task: small blocks spread the work over every detect actor
 
 
 class ReaderError(ValueError):
@@ -65,6 +65,10 @@ class Reader:
 
     def refs(self) -> Iterator[ImageRef]:
         raise NotImplementedError
+
+    def count(self) -> int:
+        """How many images ``refs()`` yields (streams the listing again; holds nothing)."""
+        return sum(1 for _ in self.refs())
 
     def to_ray_dataset(self):
         """Columns ``id, source_uri, identity, split, image_bytes, read_error``; bytes are read in Ray tasks."""
@@ -154,6 +158,12 @@ class ParquetReader(Reader):
         for batch in dataset.to_batches(columns=columns):
             for row in batch.to_pylist():
                 yield ImageRef(**_parquet_ref(row, self.src))
+
+    def count(self) -> int:
+        import pyarrow.dataset as ds
+
+        fs, path = self.storage.fs(self.src)
+        return ds.dataset(path, format="parquet", filesystem=arrow_filesystem(fs)).count_rows()
 
     def to_ray_dataset(self):
         import ray.data
