@@ -12,7 +12,7 @@ from facezip.cli import archive_commands, codec_commands, config_commands, detec
 from facezip.cli.common import CommandError, is_override
 from facezip.infra.config import ConfigError
 
-COMMAND_MODULES = [codec_commands, config_commands, detect_commands]
+COMMAND_MODULES = [codec_commands, config_commands, detect_commands, archive_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

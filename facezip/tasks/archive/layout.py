@@ -1,0 +1,117 @@
+"""Where an archive keeps its parts, the record format, and the index schema.
+
+An archive root holds ``shards/NNNNN.xz`` (records back to back), ``index/NNNNN.parquet``
+(one row per record of that shard; its presence is what commits the shard),
+``stats/NNNNN.json`` (per-shard counts, failures, duration), ``manifests/<run>.json`` and
+``_SUCCESS.json``. Byte layout in ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import struct
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facezip.infra.storage import Storage, join
+from facezip.models.container import (FzFormatError, FzHeader, check_dimensions, max_payload_bytes, xz_compress,
+                                      xz_decompress)
+
+SHARDS, INDEX, STATS, MANIFESTS, SUCCESS = "shards", "index", "stats", "manifests", "_SUCCESS.json"
+RECORD_MAGIC = b"FZR"
+RECORD_VERSION = 1
+_DIMS = struct.Struct("<II")  # height, width
+MAX_HEADER_BYTES = len(RECORD_MAGIC) + 2 + 255 + 8 + _DIMS.size
+
+INDEX_SCHEMA = pa.schema([
+    ("id", pa.string()), ("version", pa.int32()), ("source_uri", pa.string()), ("source_sha256", pa.string()),
+    ("identity", pa.string()), ("split", pa.string()), ("shard", pa.int32()), ("offset", pa.int64()),
+    ("length", pa.int64()), ("height", pa.int32()), ("width", pa.int32()), ("codec", pa.string()),
+    ("model", pa.string()), ("weights_hash", pa.string()), ("sha256", pa.string()), ("bpp", pa.float64()),
+    ("payload_bytes", pa.int64()), ("archived_at", pa.timestamp("ms", tz="UTC")),
+])
+
+
+def part_name(shard: int) -> str:
+    return f"{shard:05d}"
+
+
+def shard_url(root: str, shard: int) -> str:
+    return join(root, SHARDS, f"{part_name(shard)}.xz")
+
+
+def index_url(root: str, shard: int) -> str:
+    return join(root, INDEX, f"{part_name(shard)}.parquet")
+
+
+def stats_url(root: str, shard: int) -> str:
+    return join(root, STATS, f"{part_name(shard)}.json")
+
+
+def pack_record(header: FzHeader, payload: bytes) -> bytes:
+    """One complete xz stream of (record header + codec payload)."""
+    check_dimensions(header.height, header.width)
+    name = header.codec.encode("ascii")
+    return xz_compress(b"".join([RECORD_MAGIC, bytes([RECORD_VERSION, len(name)]), name,
+                                 bytes.fromhex(header.weights_hash), _DIMS.pack(header.height, header.width),
+                                 payload]))
+
+
+def unpack_record(record: bytes, height: int, width: int) -> tuple[FzHeader, bytes]:
+    """The header and codec payload of a record whose index row says ``height``×``width``.
+
+    The index bounds the xz output, so a damaged record cannot expand without limit."""
+    check_dimensions(height, width)
+    data = xz_decompress(record, MAX_HEADER_BYTES + max_payload_bytes(height, width))
+    if data[: len(RECORD_MAGIC)] != RECORD_MAGIC or len(data) < len(RECORD_MAGIC) + 2:
+        raise FzFormatError("not an archive record (wrong magic bytes)")
+    version, name_len = data[3], data[4]
+    if version != RECORD_VERSION:
+        raise FzFormatError(f"unknown record version {version} (this facezip reads version {RECORD_VERSION})")
+    end = 5 + name_len + 8 + _DIMS.size
+    if len(data) < end:
+        raise FzFormatError("truncated record header")
+    try:
+        codec = data[5 : 5 + name_len].decode("ascii")
+    except UnicodeDecodeError:
+        raise FzFormatError("codec name in the record header is not ASCII") from None
+    rec_height, rec_width = _DIMS.unpack_from(data, 5 + name_len + 8)
+    if (rec_height, rec_width) != (height, width):
+        raise FzFormatError(f"record header says {rec_height}×{rec_width}, the index says {height}×{width}")
+    return FzHeader(codec, data[5 + name_len : 5 + name_len + 8].hex(), height, width), data[end:]
+
+
+def committed_shards(root: str, storage: Storage) -> list[int]:
+    """Shard numbers whose index part exists (a shard counts only once its index is written)."""
+    fs, path = storage.fs(join(root, INDEX))
+    if not fs.exists(path):
+        return []
+    names = [posixpath.basename(p) for p in fs.ls(path, detail=False)]
+    return sorted(int(n[: -len(".parquet")]) for n in names if n.endswith(".parquet") and n[:-8].isdigit())
+
+
+def read_index(root: str, storage: Storage) -> pa.Table:
+    """Every committed index row, in shard then offset order."""
+    parts = [read_index_part(root, shard, storage) for shard in committed_shards(root, storage)]
+    return pa.concat_tables(parts) if parts else INDEX_SCHEMA.empty_table()
+
+
+def read_index_part(root: str, shard: int, storage: Storage) -> pa.Table:
+    return pq.read_table(io.BytesIO(storage.read_bytes(index_url(root, shard)))).cast(INDEX_SCHEMA)
+
+
+def read_json(url: str, storage: Storage) -> dict:
+    return json.loads(storage.read_bytes(url))
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def json_bytes(data: dict) -> bytes:
+    return json.dumps(data, indent=1, sort_keys=True, default=str).encode()

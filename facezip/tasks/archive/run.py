@@ -1,0 +1,121 @@
+"""``run_archive``: input images → xz shards + Parquet index, exactly once, resumable, incremental."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import mlflow
+from omegaconf import DictConfig, OmegaConf
+
+from facezip.infra.ray_runtime import cluster_cpus, init_ray
+from facezip.infra.readers import Reader, open_reader
+from facezip.infra.storage import Storage, join
+from facezip.infra.tracking import start_run
+from facezip.models.loading import load_codec
+from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings, SkipRules
+from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, SUCCESS, committed_shards, json_bytes,
+                                          read_index, read_json, stats_url)
+from facezip.tasks.archive.shards import ShardWriter
+
+log = logging.getLogger(__name__)
+DETECT_FACES = "faces"
+
+
+def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False, progress: bool = True) -> dict:
+    """Archive every image of ``src`` (a detect output's face crops, or any dataset
+    ``open_reader`` reads) into ``dest``; returns the summary also written to ``_SUCCESS.json``.
+
+    Shards already committed in ``dest`` are kept: a normal run skips their ids (resuming after
+    a crash), an incremental run skips inputs whose source URI and content are archived."""
+    storage = Storage.from_config(cfg.storage)
+    settings = cfg.archive
+    codec = load_codec(cfg.codec.name, cfg.codec.weights, "cpu", storage)  # fail before starting Ray
+    model = {"codec": codec.name, "model": cfg.codec.weights, "weights_hash": codec.weights_hash()}
+    reader = open_source(src, storage)
+    rules, first_shard = skip_rules(dest, storage, incremental)
+    started = time.monotonic()
+    with start_run(cfg, "archive", tags={"facezip.stage": "archive"}) as run:
+        init_ray(cfg.ray)
+        writer = ShardWriter(dest, storage, first_shard, settings.records_per_shard,
+                             int(settings.target_shard_mb * 2**20), model, progress=progress)
+        encoder = EncoderSettings(cfg.codec.name, cfg.codec.weights, cfg.device, storage, settings.batch_size,
+                                  settings.max_image_pixels)
+        with _preserve_order():
+            encoded = reader.to_ray_dataset().map_batches(
+                ArchiveEncoder, fn_constructor_kwargs={"settings": encoder, "rules": rules},
+                batch_size=settings.batch_size, batch_format="pyarrow",
+                concurrency=settings.num_actors or max(1, int(cluster_cpus())),
+                num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor)
+            for batch in encoded.iter_batches(batch_format="pyarrow", batch_size=None):
+                writer.add(batch)
+        writer.close()
+        summary = _summary(src, dest, incremental, writer, model, time.monotonic() - started)
+        manifest = join(dest, MANIFESTS, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}.json")
+        summary["manifest"] = manifest
+        storage.write_bytes_atomic(manifest, json_bytes({
+            **summary, "rejected_inputs": writer.rejected,
+            "config": OmegaConf.to_container(cfg, resolve=True), "mlflow_run_id": run.info.run_id if run else None}))
+        if run:
+            mlflow.log_metrics({k: float(summary[k]) for k in ("archived", "skipped", "rejected", "bytes",
+                                                              "images_per_s", "duration_s")})
+            mlflow.log_dict(summary, "archive_summary.json")
+    storage.write_bytes_atomic(join(dest, SUCCESS), json_bytes(summary))
+    return summary
+
+
+def open_source(src: str, storage: Storage) -> Reader:
+    """A finished detect output (``_SUCCESS.json`` + ``faces/``) gives its crops; anything else
+    is read as a dataset, so whole images are archived."""
+    faces = join(src, DETECT_FACES)
+    if storage.exists(join(src, SUCCESS)) and storage.exists(faces):
+        return open_reader(faces, storage, layout="parquet")
+    return open_reader(src, storage)
+
+
+def skip_rules(dest: str, storage: Storage, incremental: bool) -> tuple[SkipRules, int]:
+    """What ``dest`` already holds, and the number of the next shard."""
+    index = read_index(dest, storage)
+    shards = committed_shards(dest, storage)
+    versions: dict[str, int] = {}
+    for image_id, version in zip(index["id"].to_pylist(), index["version"].to_pylist()):
+        versions[image_id] = max(version, versions.get(image_id, 0))
+    rules = SkipRules(incremental=incremental, versions=versions)
+    if incremental:
+        rules.archived_keys = set(zip(index["source_uri"].to_pylist(), index["source_sha256"].to_pylist()))
+    else:  # resuming: rejects of committed shards are accounted for too
+        rules.done_ids = set(versions)
+        for shard in shards:
+            rules.done_ids.update(r["id"] for r in read_json(stats_url(dest, shard), storage)["rejected"])
+    return rules, (shards[-1] + 1 if shards else 0)
+
+
+def _summary(src: str, dest: str, incremental: bool, writer: ShardWriter, model: dict, duration: float) -> dict:
+    totals = writer.totals
+    return {
+        "stage": "archive", "src": src, "dest": dest, "incremental": incremental,
+        "inputs": totals["archived"] + totals["skipped"] + totals["rejected"],
+        "archived": totals["archived"], "skipped": totals["skipped"], "rejected": totals["rejected"],
+        "failures": dict(writer.failures), "shards_written": writer.written, "bytes": totals["bytes"],
+        "code_bytes": totals["payload_bytes"], "duration_s": round(duration, 3),
+        "images_per_s": round(totals["archived"] / duration, 2) if duration else 0.0, **model,
+        "shards": join(dest, SHARDS), "index": join(dest, INDEX),
+    }
+
+
+@contextlib.contextmanager
+def _preserve_order() -> Iterator[None]:
+    """Records must reach the shard writer in input order, so shard cuts are reproducible."""
+    from ray.data import DataContext
+
+    options = DataContext.get_current().execution_options
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        yield
+    finally:
+        options.preserve_order = before
