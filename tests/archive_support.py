@@ -1,0 +1,69 @@
+"""Small inputs and configs shared by the archive tests (fast: tens of crops of 32…64 px)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from facezip.infra.config import load_config
+from facezip.infra.storage import Storage
+from facezip.models.loading import weights_to_bytes
+from facezip.models.registry import create_codec
+from facezip.tasks.archive.layout import read_index
+
+CLI = [sys.executable, "-c", "import sys; from facezip.cli import main; sys.exit(main())"]
+
+
+def write_random_weights(path: Path) -> Path:
+    torch.manual_seed(0)
+    path.write_bytes(weights_to_bytes(create_codec("binarized-cae").freeze()))
+    return path
+
+
+def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Face-crop-like content: low-frequency colour fields plus a little noise (compressible, not flat)."""
+    coarse = rng.random((4, 4, 3))
+    image = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR))
+    return np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+
+
+def write_crops(folder: Path, count: int, seed: int = 0, prefix: str = "face") -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        height, width = (int(v) for v in rng.integers(32, 65, 2))
+        path = folder / f"{prefix}{i:03d}.png"
+        Image.fromarray(smooth_image(rng, height, width)).save(path)
+        paths.append(path)
+    return paths
+
+
+def archive_config(weights: Path, *overrides: str):
+    return load_config([], [f"codec.weights={weights}", "tracking.enabled=false", "device=cpu",
+                            "archive.records_per_shard=8", "archive.batch_size=8", "archive.num_actors=1",
+                            "ray.progress_bars=false", *overrides])
+
+
+def index_rows(root: str, storage: Storage | None = None) -> list[dict]:
+    return read_index(root, storage or Storage()).drop(["archived_at"]).to_pylist()
+
+
+def shard_bytes(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((root / "shards").glob("*.xz"))}
+
+
+def write_detect_output(folder: Path, crops: list[Path]) -> None:
+    """The detect stage's output as the archive reads it: ``faces/`` Parquet + ``_SUCCESS.json``."""
+    (folder / "faces").mkdir(parents=True)
+    table = pa.table({"id": [f"{p.stem}_0" for p in crops], "source_uri": [f"/photos/{p.stem}.jpg" for p in crops],
+                      "identity": [f"person{i % 3}" for i in range(len(crops))], "split": ["train"] * len(crops),
+                      "image_bytes": [p.read_bytes() for p in crops]})
+    pq.write_table(table, folder / "faces" / "part-00000.parquet")
+    (folder / "_SUCCESS.json").write_text("{}")
