@@ -74,10 +74,11 @@ def run_pipeline(pipeline: Pipeline, start_from: str | None = None) -> dict[str,
     """Run ``pipeline``; returns (and writes to ``<root>/_PIPELINE.json``) a summary per stage.
 
     Raises StageFailed when a stage raises, PipelineError when the definition cannot run."""
-    storage = Storage.from_config(pipeline.base_config.storage)
+    cfg = pipeline.config
+    storage = Storage.from_config(cfg.storage)
     steps = plan(pipeline, storage, start_from)
     tags = {"pipeline.name": pipeline.name, "pipeline.source": pipeline.source, "pipeline.root": pipeline.root}
-    with start_run(pipeline.base_config, run_name=f"pipeline-{pipeline.name}", tags=tags) as run:
+    with start_run(cfg, run_name=f"pipeline-{pipeline.name}", tags=tags) as run:
         if run is not None:
             _log_definition(pipeline)
         stages: dict[str, Any] = {}

@@ -44,6 +44,7 @@ SUCCESS_FILE = "_SUCCESS.json"
 DOCUMENT_KEYS = ("pipeline", "data", "config", "stages")
 STAGE_KEYS = ("uses", "with", "config", "output", "resume")
 _STAGE_NAME = re.compile(r"^[A-Za-z_]\w*$")
+_URI_SCHEME = re.compile(r"^[A-Za-z][\w+.-]+:")
 _STAGE_REFERENCE = re.compile(r"\$\{stages\.(\w+)\.(\w+)")
 
 
@@ -70,8 +71,13 @@ class Pipeline:
     source: str
     document: DictConfig  # stage results are filled in as the run goes
     stages: list[Stage]
-    base_config: DictConfig  # facezip defaults + --config files + the document's config section
+    shared_config: DictConfig  # facezip defaults + --config files + the document's config section
     config_overrides: list[str]  # facezip key=value overrides, applied last for every stage
+
+    @property
+    def config(self) -> DictConfig:
+        """The pipeline-wide config (what the parent run records): shared sections ← command line."""
+        return merge_config(self.shared_config, OmegaConf.from_dotlist(self.config_overrides), "command line")
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -82,7 +88,7 @@ class Pipeline:
     def stage_config(self, stage: Stage) -> DictConfig:
         """The full config one stage runs with: base ← the stage's section ← command line."""
         section = self._resolve(stage, "config")
-        cfg = merge_config(self.base_config, section, f"{self.source}: stages.{stage.name}.config")
+        cfg = merge_config(self.shared_config, section, f"{self.source}: stages.{stage.name}.config")
         return merge_config(cfg, OmegaConf.from_dotlist(self.config_overrides), "command line")
 
     def stage_arguments(self, stage: Stage) -> dict[str, Any]:
@@ -132,7 +138,7 @@ def load_pipeline(ref: str, overrides: Sequence[str] = (), config_files: Sequenc
     name = str(document.pipeline.get("name") or Path(source).stem)
     root = _absolute(_required(document.pipeline, "root", source, "pipeline"))
     document.pipeline.root = root
-    document.data = {key: _absolute(str(value)) for key, value in document.data.items()}
+    document.data = {key: _absolute_data(str(value)) for key, value in document.data.items()}
     stages = _stages(document, source, root)
     _check_references(document, stages, source)
     load_config(config_files, config_overrides)  # fail now on a bad override, not at stage 3
@@ -140,8 +146,8 @@ def load_pipeline(ref: str, overrides: Sequence[str] = (), config_files: Sequenc
         section = OmegaConf.to_container(document.config, resolve=True)
     except OmegaConfBaseException as exc:
         raise PipelineError(f"{source}: config: {_first_line(exc)} (stage results belong in a stage's config)")
-    base = merge_config(load_config(config_files), section, f"{source}: config")
-    return Pipeline(name, root, source, document, stages, base, config_overrides)
+    shared = merge_config(load_config(config_files), section, f"{source}: config")
+    return Pipeline(name, root, source, document, stages, shared, config_overrides)
 
 
 def _parse(source: str, text: str) -> DictConfig:
@@ -211,9 +217,15 @@ def _required(node: DictConfig, key: str, source: str, where: str) -> Any:
     return value
 
 
-def _absolute(uri: str) -> str:
+def _absolute(path: str) -> str:
     """Local paths become absolute so Ray workers and Ray Jobs, whatever their cwd, agree."""
-    return uri if is_remote(uri) else os.path.abspath(os.path.expanduser(uri))
+    return path if is_remote(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def _absolute_data(value: str) -> str:
+    """Data entries may also be URIs (``models:/name/1``) or words (``bundled``): only paths change."""
+    looks_like_path = value.startswith((".", "~", "/")) or "/" in value
+    return _absolute(value) if looks_like_path and not _URI_SCHEME.match(value) else value
 
 
 def _first_line(exc: Exception) -> str:
