@@ -37,8 +37,11 @@ def check_dimensions(height: int, width: int) -> None:
                             f"{MAX_PIXELS} pixels)")
 
 
-def xz_compress(payload: bytes) -> bytes:
-    return lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=XZ_FILTERS)
+def xz_compress(payload: bytes, lzma2_options: dict[str, int] | None = None) -> bytes:
+    """One xz stream. ``lzma2_options`` (lc/lp/pb) tune LZMA2 to a codec's payload structure; xz
+    decoders need no hint, since the stream carries everything needed to decode it."""
+    filters = [{**XZ_FILTERS[0], **(lzma2_options or {})}]
+    return lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
 
 
 def xz_decompress(stream: bytes, max_length: int) -> bytes:
@@ -62,12 +65,12 @@ def max_payload_bytes(height: int, width: int) -> int:
     return 3 * height * width + 4096
 
 
-def pack_fz(header: FzHeader, payload: bytes) -> bytes:
+def pack_fz(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] | None = None) -> bytes:
     check_dimensions(header.height, header.width)
     name = header.codec.encode("ascii")
     if not 1 <= len(name) <= 255:
         raise ValueError(f"codec name '{header.codec}' must be 1..255 ASCII characters")
-    stream = xz_compress(payload)
+    stream = xz_compress(payload, lzma2_options)
     return b"".join([MAGIC, bytes([FORMAT_VERSION, len(name)]), name, bytes.fromhex(header.weights_hash),
                      _SIZES.pack(header.height, header.width, len(stream)), stream])
 

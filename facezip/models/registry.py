@@ -26,6 +26,8 @@ class Codec(nn.Module, ABC):
     """
 
     name: ClassVar[str] = ""
+    # LZMA2 literal/position bits (lc, lp, pb) suited to the payload layout; {} = xz's defaults
+    xz_options: ClassVar[dict[str, int]] = {}
 
     @property
     @abstractmethod
