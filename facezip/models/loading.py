@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from facezip.models.registry import Codec, create_codec
 
 WEIGHTS_FORMAT = "facezip-weights/1"
 BUNDLED = "bundled"
+REGISTRY_SCHEME = "models:/"
 
 
 def bundled_weights_path(codec_name: str):
@@ -48,8 +50,11 @@ def codec_from_bytes(data: bytes, source: str, expected_codec: str | None = None
 
 def load_codec(name: str, weights: str, device: torch.device | str = "cpu",
                storage: Storage | None = None) -> Codec:
-    """A codec ready for inference. ``weights``: ``bundled``, a local path or an fsspec URL."""
-    if weights == BUNDLED:
+    """A codec ready for inference. ``weights``: ``bundled``, a local path, an fsspec URL or a
+    registered MLflow model ``models:/<name>/<version>`` (from the tracking URI MLflow is set to)."""
+    if weights.startswith(REGISTRY_SCHEME):
+        data, source = registered_weights(weights, name), weights
+    elif weights == BUNDLED:
         path = bundled_weights_path(name)
         if not path.is_file():
             raise ValueError(f"no bundled weights for codec '{name}'; give codec.weights=PATH")
@@ -60,3 +65,21 @@ def load_codec(name: str, weights: str, device: torch.device | str = "cpu",
         except FileNotFoundError:
             raise ValueError(f"codec.weights: file not found: {weights}") from None
     return codec_from_bytes(data, source, expected_codec=name).to(device).freeze()
+
+
+def registered_weights(model_uri: str, codec_name: str) -> bytes:
+    """The facezip weights file that ``facezip train`` logs inside a registered MLflow model
+    (``extra_files/<codec>.pt``): read as weights, never unpickled like ``mlflow.pytorch.load_model``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except MlflowException as exc:
+        raise ValueError(f"codec.weights: cannot fetch {model_uri} from MLflow at {mlflow.get_tracking_uri()} "
+                         f"({exc.message})") from None
+    path = folder / "extra_files" / f"{codec_name}.pt"
+    if not path.is_file():
+        raise ValueError(f"codec.weights: {model_uri} has no facezip weights for codec '{codec_name}' "
+                         f"(expected extra_files/{codec_name}.pt; was it logged by facezip train?)")
+    return path.read_bytes()

@@ -27,18 +27,49 @@ class DetectConfig:
 
 
 @dataclass
-class TrainConfig:
-    phase: str = "pretrain"  # pretrain | finetune
-    epochs: int = 1
-    batch_size: int = 8
-    crop_size: int = 128
+class PretrainConfig:
+    """Phase 1 on general photos: ``l1_weight · L1 + ms_ssim_weight · (1 − MS-SSIM)``, Adam."""
+
     lr: float = 1e-4
-    beta1: float = 0.99
+    beta1: float = 0.99  # the paper's "momentum 0.99"
     weight_decay: float = 0.0
-    num_workers: int = 1
+    l1_weight: float = 1.0
+    ms_ssim_weight: float = 1.0
+
+
+@dataclass
+class FinetuneConfig:
+    """Phase 2 on detect's face crops, eq. 2: ``pixel_weight · L2 + facenet_weight · L2(FaceNet)``."""
+
+    lr: float = 0.003
+    beta1: float = 0.99
+    weight_decay: float = 0.001
+    pixel_weight: float = 1.0
+    facenet_weight: float = 1.0
+    facenet_weights: str = "casia-webface"  # vggface2 | casia-webface | path or s3:// state dict | none
+
+
+@dataclass
+class TrainConfig:
+    """Two-phase codec training on Ray Train (``facezip train --phase pretrain|finetune``)."""
+
+    epochs: int = 10
+    batch_size: int = 8  # per worker
+    crop_size: int = 128  # pretrain: random crops; finetune: face crops are resized to it
+    lr: Optional[float] = None  # None: the phase's own lr (pretrain.lr / finetune.lr)
+    max_steps_per_epoch: Optional[int] = None  # None: one pass over the worker's shard
+    val_fraction: float = 0.1  # held out by a hash of the image id (or the dataset's own split)
+    max_val_images: int = 16  # validation metrics and the reconstruction grid, on rank 0
+    log_every_steps: int = 10
+    num_workers: int = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    storage_path: Optional[str] = None
+    cpus_per_worker: float = 0.5  # fractional CPUs leave room for Ray Data's read tasks on small hosts
+    storage_path: Optional[str] = None  # Ray Train checkpoints (local or s3://); None = <dest>/ray
+    checkpoints_to_keep: int = 2  # the best (lowest val_loss) ones are kept
+    registered_model_name: Optional[str] = "facezip-binarized-cae"  # None: log the model, don't register
+    max_image_pixels: int = 40_000_000
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass

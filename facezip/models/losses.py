@@ -1,0 +1,94 @@
+"""Training losses of the two phases (seed paper §4) and the quality metrics logged beside them.
+
+Images are ``(N, 3, H, W)`` in [0, 1]. Each loss returns its terms separately (for logging)
+with their weighted sum under ``"loss"``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ms_ssim
+from torch import nn
+from torchvision.ops import roi_align
+
+from facezip.models.facenet import standardize
+
+MS_SSIM_LEVELS = 5  # pytorch-msssim's default 5-scale weights (Wang et al. 2003)
+FACENET_INPUT = 160  # InceptionResnetV1's training crop size
+
+
+def ms_ssim_window(side: int) -> int:
+    """The largest odd Gaussian window (≤ 11, the standard) that 5-scale MS-SSIM allows.
+
+    pytorch-msssim downsamples 4 times and requires ``side > (win_size − 1) · 16``, so the
+    standard 11×11 window needs sides above 160 px: 128 px crops get 7, 64 px crops get 3.
+    Keeping all 5 scales (instead of dropping scales) keeps values comparable across crop sizes.
+    """
+    for window in range(11, 1, -2):
+        if side > (window - 1) * 2 ** (MS_SSIM_LEVELS - 1):
+            return window
+    raise ValueError(f"MS-SSIM needs images larger than 32 px on their shorter side, got {side} "
+                     "(raise train.crop_size)")
+
+
+def ms_ssim_score(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean MS-SSIM of a batch in [0, 1] (1 = identical)."""
+    return ms_ssim(x_hat, x, data_range=1.0, win_size=ms_ssim_window(min(x.shape[-2:])))
+
+
+def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for pixel range [0, 1], shape ``(N,)``."""
+    mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).mean(1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+class PretrainLoss(nn.Module):
+    """Phase 1: ``l1_weight · L1 + ms_ssim_weight · (1 − MS-SSIM)``."""
+
+    def __init__(self, l1_weight: float = 1.0, ms_ssim_weight: float = 1.0) -> None:
+        super().__init__()
+        self.l1_weight, self.ms_ssim_weight = l1_weight, ms_ssim_weight
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        l1 = F.l1_loss(x_hat, x)
+        ms_ssim_loss = 1.0 - ms_ssim_score(x_hat, x)
+        return {"l1": l1, "ms_ssim_loss": ms_ssim_loss, "loss": self.l1_weight * l1 + self.ms_ssim_weight * ms_ssim_loss}
+
+
+class FaceNetLoss(nn.Module):
+    """Phase 2, eq. 2: ``a · L2(x, x̂) + b · L2(FaceNet(x_face), FaceNet(x̂_face))``.
+
+    ``boxes`` ``(N, 4)`` are the ground truth's MTCNN boxes ``[x1, y1, x2, y2]`` in pixels of
+    ``x``; the same box cuts ``x`` and ``x̂`` and ``roi_align`` resizes both to FaceNet's
+    160×160 input, differentiably. Pixel L2 is the mean squared error; embedding L2 is the squared
+    Euclidean distance of the unit-length embeddings, ``2 − 2·cos``, averaged over the batch
+    (a per-entry mean would divide it by 512 and drown it under the pixel term at a = b = 1).
+    FaceNet must be frozen and in eval mode (``facezip.models.facenet.load_facenet``).
+    """
+
+    def __init__(self, facenet: nn.Module, pixel_weight: float = 1.0, facenet_weight: float = 1.0) -> None:
+        super().__init__()
+        if facenet.training or any(p.requires_grad for p in facenet.parameters()):
+            raise ValueError("FaceNetLoss needs a frozen FaceNet in eval mode (use load_facenet)")
+        self.facenet, self.pixel_weight, self.facenet_weight = facenet, pixel_weight, facenet_weight
+
+    def train(self, mode: bool = True) -> "FaceNetLoss":
+        super().train(mode)
+        self.facenet.eval()  # FaceNet stays in eval mode whatever mode the loss is put in
+        return self
+
+    def embed_faces(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        rois = torch.cat([torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None], boxes], 1)
+        faces = roi_align(images, rois, output_size=FACENET_INPUT, sampling_ratio=2, aligned=True)
+        return self.facenet(standardize(faces))
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if boxes is None:
+            raise ValueError("FaceNetLoss needs the face boxes of the batch")
+        pixel_l2 = F.mse_loss(x_hat, x)
+        with torch.no_grad():
+            target = self.embed_faces(x, boxes)
+        facenet_l2 = (self.embed_faces(x_hat, boxes) - target).pow(2).sum(1).mean()
+        return {"pixel_l2": pixel_l2, "facenet_l2": facenet_l2,
+                "loss": self.pixel_weight * pixel_l2 + self.facenet_weight * facenet_l2}

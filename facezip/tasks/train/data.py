@@ -1,0 +1,162 @@
+"""Training data: Ray datasets for both phases, checked on the driver, batched on the workers.
+
+Phase 1 (``pretrain``) reads any folder of photos through ``facezip.infra.readers``; phase 2
+(``finetune``) reads the ``faces/`` Parquet written by ``detect`` (or a folder of Parquet files
+with the same ``image_bytes`` + ``face_box_in_crop`` columns). Every image is decoded once on the
+driver's Ray cluster to account for it: unreadable ones are skipped and counted with their reason.
+Rows keep their encoded bytes, the workers decode each batch, so random crops change every epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms import v2
+
+from facezip.infra.images import ImageError, decode_image
+from facezip.infra.readers import IMAGE_COLUMN, arrow_filesystem, open_reader
+from facezip.infra.storage import Storage, join
+
+PHASES = ("pretrain", "finetune")
+BOX_COLUMN = "face_box_in_crop"
+FACES_DIR = "faces"
+VAL_SPLITS = ("val", "valid", "validation", "test")
+MAX_SKIPPED_EXAMPLES = 20
+
+
+@dataclass
+class TrainingData:
+    """The datasets handed to Ray Train and the accounting of every input image."""
+
+    train: Any  # ray.data.Dataset
+    val: Any
+    counts: dict[str, int]
+    skipped: list[dict[str, str]] = field(default_factory=list)  # first few: {"id", "reason"}
+
+
+def load_training_data(phase: str, src: str, storage: Storage, train_cfg: Any) -> TrainingData:
+    """Read, check and split ``src``; raises ValueError when nothing usable is left."""
+    dataset = _read(phase, src, storage)
+    checked = dataset.map_batches(_CheckRows(phase, int(train_cfg.max_image_pixels),
+                                             float(train_cfg.val_fraction)),
+                                  batch_format="pyarrow", batch_size=64).materialize()
+    bad = checked.filter(expr="is_valid(error)").select_columns(["id", "error"])
+    good = checked.filter(expr="is_null(error)").drop_columns(["error"])
+    skipped = [{"id": row["id"], "reason": row["error"]} for row in bad.take(MAX_SKIPPED_EXAMPLES)]
+    train = good.filter(expr="is_val == False").materialize()
+    val = good.filter(expr="is_val == True").materialize()
+    counts = {"images": checked.count(), "skipped": bad.count(), "train": train.count(), "val": val.count()}
+    if counts["train"] == 0:
+        raise ValueError(f"{src}: no usable training images ({counts['images']} found, "
+                         f"{counts['skipped']} skipped as unreadable, {counts['val']} held out for validation)")
+    if counts["val"] == 0:  # tiny datasets: validate on training images rather than not at all
+        val = train.limit(int(train_cfg.max_val_images)).materialize()
+        counts["val"] = val.count()
+    return TrainingData(train, val, counts, skipped)
+
+
+def _read(phase: str, src: str, storage: Storage):
+    import ray.data
+
+    if phase == "pretrain":
+        return open_reader(src, storage).to_ray_dataset().select_columns(["id", "split", IMAGE_COLUMN, "read_error"])
+    faces = join(src, FACES_DIR)
+    path_uri = faces if storage.exists(faces) else src
+    fs, path = storage.fs(path_uri)
+    dataset = ray.data.read_parquet(path, filesystem=arrow_filesystem(fs))
+    missing = {IMAGE_COLUMN, BOX_COLUMN} - set(dataset.schema().names)
+    if missing:
+        raise ValueError(f"{path_uri}: not face crops from detect, missing column(s) {', '.join(sorted(missing))}")
+    columns = [c for c in ("id", "split", IMAGE_COLUMN, BOX_COLUMN) if c in dataset.schema().names]
+    return dataset.select_columns(columns)
+
+
+class _CheckRows:
+    """Ray batch function: decode each image once, note why it cannot be used, pick the split."""
+
+    def __init__(self, phase: str, max_pixels: int, val_fraction: float) -> None:
+        self.phase, self.max_pixels, self.val_fraction = phase, max_pixels, val_fraction
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        errors, is_val = [], []
+        for row in rows:
+            errors.append(self._problem(row))
+            row.setdefault("id", hashlib.sha1(row[IMAGE_COLUMN] or b"").hexdigest()[:16])
+            is_val.append(_is_validation(row["id"], row.get("split"), self.val_fraction))
+        keep = [c for c in table.column_names if c != "read_error"]
+        out = pa.Table.from_pylist([{c: r.get(c) for c in keep + ["id"]} for r in rows])
+        return out.append_column("error", pa.array(errors, pa.string())).append_column(
+            "is_val", pa.array(is_val, pa.bool_()))
+
+    def _problem(self, row: dict[str, Any]) -> str | None:
+        if row.get("read_error"):
+            return f"unreadable: {row['read_error']}"
+        try:
+            rgb = decode_image(row[IMAGE_COLUMN] or b"", self.max_pixels).rgb
+        except ImageError as exc:
+            return str(exc)
+        if self.phase == "finetune":
+            box = row.get(BOX_COLUMN)
+            height, width = rgb.shape[:2]
+            if box is None or len(box) != 4 or not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
+                return f"bad_box: face_box_in_crop {box} is not inside the {width}×{height} crop"
+        return None
+
+
+def _is_validation(image_id: str, split: str | None, val_fraction: float) -> bool:
+    """The dataset's own split when it has one, else a stable hash of the id."""
+    if split:
+        return split.lower() in VAL_SPLITS
+    digest = int(hashlib.sha1(image_id.encode()).hexdigest()[:8], 16)
+    return digest / 0xFFFFFFFF < val_fraction
+
+
+class BatchMaker:
+    """Worker side: encoded rows → ``(images (N,3,S,S) in [0,1], boxes (N,4) or None)``.
+
+    Pretraining: a random ``S×S`` crop (reflect-padded when the photo is smaller) and a random
+    horizontal flip in training, the centre crop for validation. Fine-tuning: the face crop
+    resized to ``S×S`` and its face box scaled with it.
+    """
+
+    def __init__(self, phase: str, crop_size: int, max_pixels: int) -> None:
+        self.phase, self.crop_size, self.max_pixels = phase, crop_size, max_pixels
+        self.random_crop = v2.Compose([v2.RandomCrop(crop_size, pad_if_needed=True, padding_mode="reflect"),
+                                       v2.RandomHorizontalFlip()])
+
+    def __call__(self, batch: dict[str, np.ndarray], training: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        images = [decode_image(data, self.max_pixels).rgb for data in batch[IMAGE_COLUMN]]
+        if self.phase == "finetune":
+            return self._faces(images, batch[BOX_COLUMN])
+        crop = self.random_crop if training else self._centre_crop
+        return torch.stack([crop(_to_float(rgb)) for rgb in images]), None
+
+    def _centre_crop(self, image: torch.Tensor) -> torch.Tensor:
+        short = self.crop_size - min(image.shape[-2:])
+        if short > 0:  # reflect like the training crops, not v2.CenterCrop's zero padding
+            image = F.pad(image[None], [(short + 1) // 2] * 4, mode="reflect")[0]
+        return v2.functional.center_crop(image, [self.crop_size, self.crop_size])
+
+    def _faces(self, images: list[np.ndarray], boxes) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.crop_size
+        tensors, scaled = [], []
+        for rgb, box in zip(images, boxes):
+            height, width = rgb.shape[:2]
+            if (height, width) != (size, size):
+                rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
+            tensors.append(_to_float(rgb))
+            scaled.append(np.asarray(box, dtype=np.float32) * [size / width, size / height, size / width, size / height])
+        return torch.stack(tensors), torch.from_numpy(np.stack(scaled).astype(np.float32))
+
+
+def _to_float(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+

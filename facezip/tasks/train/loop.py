@@ -1,0 +1,171 @@
+"""The per-worker training loop run by Ray Train's ``TorchTrainer``.
+
+Each worker trains a DDP replica on its shard of ``train``; rank 0 also validates on the whole
+``val`` set, logs to MLflow and saves a checkpoint every epoch. A restarted run (same Ray Train
+run name and storage path) gets the latest checkpoint from ``ray.train.get_checkpoint`` and goes
+on from its epoch and global step.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from facezip.models.coding import encode_images, to_uint8
+from facezip.models.facenet import load_facenet
+from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, psnr
+from facezip.models.registry import Codec, create_codec
+from facezip.tasks.train.data import BatchMaker
+from facezip.tasks.train.tracking import RunLogger
+
+CHECKPOINT_FILE = "state.pt"
+GRID_IMAGES = 4
+SHUFFLE_BUFFER_ROWS = 256
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``. ``config``: ``cfg`` (resolved config as a dict), ``phase``,
+    ``codec`` / ``architecture`` / ``init_state`` (the starting weights), ``mlflow``
+    (``{"uri", "run_id"}`` or None)."""
+    cfg = OmegaConf.create(config["cfg"])
+    phase, tcfg = config["phase"], cfg.train
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.manual_seed(int(cfg.seed) + rank)
+    device = ray.train.torch.get_device()
+
+    codec = create_codec(config["codec"], **config["architecture"])
+    if config["init_state"] is not None:
+        codec.load_state_dict(torch.load(io.BytesIO(config["init_state"]), map_location="cpu", weights_only=True))
+    loss_fn = make_loss(phase, tcfg, device)
+    optimizer = make_optimizer(codec, phase, tcfg)
+    start_epoch, step = restore(codec, optimizer)
+    model = ray.train.torch.prepare_model(codec)
+    batches = BatchMaker(phase, int(tcfg.crop_size), int(tcfg.max_image_pixels))
+    validator = _Validator(batches, loss_fn, device, config["mlflow"]) if rank == 0 else None
+    if validator and start_epoch == 0:
+        validator.run(codec, epoch=0, step=0)  # the untrained baseline, so the curve has a start
+
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(start_epoch, int(tcfg.epochs)):
+        model.train()
+        totals: dict[str, float] = {}
+        batch_count = 0
+        for batch in shard.iter_batches(batch_size=int(tcfg.batch_size), batch_format="numpy",
+                                        local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS):
+            if tcfg.max_steps_per_epoch and batch_count >= int(tcfg.max_steps_per_epoch):
+                break
+            terms = train_step(model, loss_fn, optimizer, batches(batch, training=True), device)
+            step, batch_count = step + 1, batch_count + 1
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + value
+            if validator and step % int(tcfg.log_every_steps) == 0:
+                validator.logger_metrics({f"train_{k}": v for k, v in terms.items()}, step)
+        metrics = {"epoch": epoch + 1, "step": step, **{f"epoch_train_{k}": v / max(batch_count, 1) for k, v in totals.items()}}
+        if validator is None:
+            ray.train.report(metrics)  # every worker reports each epoch; only rank 0 checkpoints
+            continue
+        metrics.update(validator.run(codec, epoch=epoch + 1, step=step))
+        validator.logger_metrics({k: v for k, v in metrics.items() if k.startswith("epoch_train_")}, step)
+        print(f"[train {phase}] epoch {epoch + 1}/{tcfg.epochs} step {step}: "
+              + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("epoch_train_loss", "val_"))),
+              flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save({"codec": codec.name, "architecture": codec.architecture(), "model": codec.state_dict(),
+                        "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "step": step},
+                       Path(tmp) / CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def make_loss(phase: str, tcfg: Any, device: torch.device) -> nn.Module:
+    if phase == "pretrain":
+        return PretrainLoss(tcfg.pretrain.l1_weight, tcfg.pretrain.ms_ssim_weight)
+    facenet = load_facenet(tcfg.finetune.facenet_weights, device)
+    return FaceNetLoss(facenet, tcfg.finetune.pixel_weight, tcfg.finetune.facenet_weight).to(device)
+
+
+def make_optimizer(codec: Codec, phase: str, tcfg: Any) -> torch.optim.Optimizer:
+    """Adam with β1 from config (the paper's momentum 0.99); ``train.lr`` overrides the phase's lr."""
+    phase_cfg = tcfg[phase]
+    lr = tcfg.lr if tcfg.lr is not None else phase_cfg.lr
+    return torch.optim.Adam(codec.parameters(), lr=lr, betas=(phase_cfg.beta1, 0.999),
+                            weight_decay=phase_cfg.weight_decay)
+
+
+def restore(codec: Codec, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    """Load the latest checkpoint of this run, if any: ``(epochs done, global step)``."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, 0
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    codec.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]), int(state["step"])
+
+
+def train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+               batch: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> dict[str, float]:
+    images, boxes = batch
+    images = images.to(device)
+    boxes = boxes.to(device) if boxes is not None else None
+    terms = loss_fn(model(images)["x_hat"], images, boxes)
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    optimizer.step()
+    return {key: float(value.detach()) for key, value in terms.items()}
+
+
+class _Validator:
+    """Rank 0: metrics on a fixed validation batch set, a reconstruction grid, MLflow logging."""
+
+    def __init__(self, batches: BatchMaker, loss_fn: nn.Module, device: torch.device, mlflow_target: dict | None) -> None:
+        cfg_rows = ray.train.get_dataset_shard("val")
+        self.images, self.boxes = [], []
+        for batch in cfg_rows.iter_batches(batch_size=8, batch_format="numpy"):
+            images, boxes = batches(batch, training=False)
+            self.images.append(images)
+            self.boxes.append(boxes)
+        self.loss_fn, self.device = loss_fn, device
+        self.logger = RunLogger(mlflow_target["uri"], mlflow_target["run_id"]) if mlflow_target else None
+
+    def logger_metrics(self, values: dict[str, float], step: int) -> None:
+        if self.logger:
+            self.logger.metrics(values, step)
+
+    @torch.no_grad()
+    def run(self, codec: Codec, epoch: int, step: int) -> dict[str, float]:
+        was_training = codec.training
+        codec.eval()  # deterministic binarization: the same val batch gives the same loss
+        sums: dict[str, float] = {}
+        count, bits, pixels = 0, 0, 0
+        for images, boxes in zip(self.images, self.boxes):
+            x = images.to(self.device)
+            x_hat = codec(x)["x_hat"]
+            terms = self.loss_fn(x_hat, x, boxes.to(self.device) if boxes is not None else None)
+            values = {**{k: float(v) for k, v in terms.items()}, "psnr": float(psnr(x_hat, x).mean()),
+                      "ms_ssim": float(ms_ssim_score(x_hat, x))}
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value * len(x)
+            uint8 = to_uint8(images)
+            bits += sum(8 * len(fz) for fz in encode_images(codec, list(uint8)))
+            pixels += images.shape[0] * images.shape[2] * images.shape[3]
+            count += len(x)
+        metrics = {f"val_{k}": v / count for k, v in sums.items()}
+        metrics["val_bpp"] = bits / pixels  # real .fz files (codes + xz + header), not an estimate
+        if "val_facenet_l2" in metrics:  # unit embeddings: squared distance = 2 − 2·cos
+            metrics["val_facenet_cosine"] = 1.0 - metrics["val_facenet_l2"] / 2.0
+        if self.logger:
+            self.logger.metrics(metrics, step)
+            originals = self.images[0][:GRID_IMAGES]
+            self.logger.reconstruction_grid(originals, codec(originals.to(self.device))["x_hat"].cpu(), epoch)
+        codec.train(was_training)
+        return metrics

@@ -1,0 +1,151 @@
+"""``run_train``: the driver side of the train stage (checks, Ray Train, the trained model).
+
+    run_train(cfg, data, dest, phase)      →  <dest>/weights/<codec>.pt, <dest>/_SUCCESS.json
+                                               Ray Train checkpoints under train.storage_path
+                                               (default <dest>/ray/facezip-<phase>/…)
+
+Running it again with the same ``dest`` (and storage path) resumes from the latest checkpoint:
+Ray Train finds the run's checkpoint snapshot under ``<storage_path>/facezip-<phase>``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from typing import Any
+
+import mlflow
+import ray
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from facezip.infra.ray_runtime import cluster_cpus, init_ray
+from facezip.infra.readers import arrow_filesystem
+from facezip.infra.storage import Storage, is_remote, join
+from facezip.infra.tracking import start_run
+from facezip.models.facenet import load_facenet
+from facezip.models.loading import load_codec, weights_to_bytes
+from facezip.models.registry import Codec, create_codec
+from facezip.tasks.train.data import PHASES, load_training_data
+from facezip.tasks.train.loop import CHECKPOINT_FILE, train_loop
+from facezip.tasks.train.tracking import log_trained_model, worker_visible_uri
+
+log = logging.getLogger(__name__)
+SUCCESS_FILE = "_SUCCESS.json"
+
+
+def run_train(cfg: DictConfig, data: str, dest: str, phase: str, init_weights: str | None = None) -> dict[str, Any]:
+    """Train the codec ``cfg.codec.name`` on ``data`` (``phase`` = pretrain | finetune).
+
+    ``init_weights``: the starting model (a weights file, ``s3://`` URI or ``models:/name/version``).
+    Pretraining starts from it or from scratch; fine-tuning from it or else ``codec.weights``.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase '{phase}' is not one of {', '.join(PHASES)}")
+    storage = Storage.from_config(cfg.storage)
+    init_ray(cfg.ray)
+    check_resources(cfg.train)
+    codec = initial_codec(cfg, phase, init_weights, storage)
+    if phase == "finetune":  # resolve (or convert) FaceNet once here: a missing file fails before Ray Train starts
+        load_facenet(cfg.train.finetune.facenet_weights, "cpu", storage)
+    training_data = load_training_data(phase, data, storage, cfg.train)
+    log.info("train %s: %s", phase, training_data.counts)
+
+    with start_run(cfg, f"train-{phase}", tags={"facezip.stage": "train", "facezip.phase": phase}) as run:
+        if run is not None:
+            mlflow.log_metrics({f"data_{key}": value for key, value in training_data.counts.items()})
+            if training_data.skipped:
+                mlflow.log_dict({"skipped": training_data.skipped}, "skipped_images.json")
+        target = {"uri": worker_visible_uri(mlflow.get_tracking_uri()), "run_id": run.info.run_id} if run else None
+        result = _fit(cfg, phase, codec, training_data, target, dest)
+        best, best_metrics = _best_checkpoint(result)
+        trained = _codec_from_checkpoint(best)
+        weights = weights_to_bytes(trained, {"trained_by": "facezip train", "phase": phase, "data": data,
+                                             "epochs": best_metrics.get("epoch"), "steps": best_metrics.get("step")})
+        weights_uri = join(dest, "weights", f"{trained.name}.pt")
+        storage.write_bytes_atomic(weights_uri, weights)
+        model_uri = log_trained_model(trained, weights, cfg.train.registered_model_name) if run else None
+
+    summary = {"phase": phase, "data": data, "weights": weights_uri, "model_uri": model_uri,
+               "mlflow_run_id": run.info.run_id if run else None, "checkpoint": best.path,
+               "images": training_data.counts, "skipped_examples": training_data.skipped,
+               "metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))}}
+    storage.write_bytes_atomic(join(dest, SUCCESS_FILE), json.dumps(summary, indent=2).encode())
+    return summary
+
+
+def check_resources(tcfg: Any) -> None:
+    """Fail fast: Ray Train would otherwise wait for resources the cluster will never have."""
+    needed, available = tcfg.num_workers * tcfg.cpus_per_worker, cluster_cpus()
+    if tcfg.num_workers < 1:
+        raise ValueError(f"train.num_workers must be at least 1, got {tcfg.num_workers}")
+    if needed > available:
+        raise ValueError(f"train.num_workers={tcfg.num_workers} × train.cpus_per_worker={tcfg.cpus_per_worker} "
+                         f"needs {needed:g} CPUs but the Ray cluster has {available:g}; lower train.num_workers "
+                         "or train.cpus_per_worker (fractions such as 0.5 are fine)")
+    if tcfg.use_gpu and ray.cluster_resources().get("GPU", 0) < tcfg.num_workers:
+        raise ValueError(f"train.use_gpu=true with {tcfg.num_workers} workers, but the Ray cluster has "
+                         f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
+
+
+def initial_codec(cfg: DictConfig, phase: str, init_weights: str | None, storage: Storage) -> Codec:
+    """The model training starts from (its weights are copied into every worker)."""
+    source = init_weights or (cfg.codec.weights if phase == "finetune" else None)
+    if source is None:
+        torch.manual_seed(int(cfg.seed))  # the same untrained start on every run
+        arch = OmegaConf.to_container(cfg.codecs.get(cfg.codec.name.replace("-", "_"), {}), resolve=True)
+        return create_codec(cfg.codec.name, **arch)
+    return load_codec(cfg.codec.name, source, "cpu", storage)
+
+
+def ray_storage(cfg: DictConfig, dest: str, storage: Storage) -> tuple[str, Any]:
+    """``RunConfig(storage_path, storage_filesystem)``: local paths absolute, S3 through our endpoint."""
+    path = cfg.train.storage_path or join(dest, "ray")
+    if not is_remote(path):
+        return os.path.abspath(path), None
+    fs, bare = storage.fs(path)
+    return bare, arrow_filesystem(fs)
+
+
+def _fit(cfg: DictConfig, phase: str, codec: Codec, training_data, mlflow_target: dict | None, dest: str):
+    from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    tcfg = cfg.train
+    buffer = io.BytesIO()
+    torch.save(codec.state_dict(), buffer)
+    storage_path, filesystem = ray_storage(cfg, dest, Storage.from_config(cfg.storage))
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": OmegaConf.to_container(cfg, resolve=True), "phase": phase, "codec": codec.name,
+                           "architecture": codec.architecture(), "init_state": buffer.getvalue(),
+                           "mlflow": mlflow_target},
+        scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
+                                     resources_per_worker={"CPU": tcfg.cpus_per_worker}),
+        run_config=RunConfig(name=f"facezip-{phase}", storage_path=storage_path, storage_filesystem=filesystem,
+                             checkpoint_config=CheckpointConfig(num_to_keep=tcfg.checkpoints_to_keep,
+                                                                checkpoint_score_attribute="val_loss",
+                                                                checkpoint_score_order="min")),
+        datasets={"train": training_data.train, "val": training_data.val},
+        dataset_config=DataConfig(datasets_to_split=["train"]),  # every worker sees all of val; rank 0 uses it
+    )
+    return trainer.fit()
+
+
+def _best_checkpoint(result) -> tuple[Any, dict[str, Any]]:
+    ranked = [(checkpoint, metrics) for checkpoint, metrics in (result.best_checkpoints or []) if "val_loss" in metrics]
+    if ranked:
+        return min(ranked, key=lambda pair: pair[1]["val_loss"])
+    if result.checkpoint is None:
+        raise RuntimeError("Ray Train finished without a checkpoint (was train.epochs 0?)")
+    return result.checkpoint, dict(result.metrics or {})
+
+
+def _codec_from_checkpoint(checkpoint) -> Codec:
+    with checkpoint.as_directory() as folder:
+        state = torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+    codec = create_codec(state["codec"], **state["architecture"])
+    codec.load_state_dict(state["model"])
+    return codec.freeze()
