@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 
 from facezip.infra.images import IMAGE_SUFFIXES
 from facezip.infra.storage import Storage, is_remote, join
@@ -294,9 +296,11 @@ def _ref_tables(refs: Iterator[ImageRef]) -> Iterator[pa.Table]:
 
 
 def _walk(fs, path: str) -> Iterator[str]:
-    """Files below ``path`` in sorted order, one directory listing at a time."""
-    for root, dirs, files in fs.walk(path):
-        dirs.sort()  # in place: fsspec then descends in this order
+    """Files below ``path`` in sorted order, one directory listing at a time. Locally through
+    os.walk, which (unlike fsspec's local walk) follows symlinked folders."""
+    walk = os.walk(path, followlinks=True) if isinstance(fs, LocalFileSystem) else fs.walk(path)
+    for root, dirs, files in walk:
+        dirs.sort()  # in place: the walk then descends in this order
         for name in sorted(files):
             yield posixpath.join(root, name)
 
