@@ -8,13 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from facezip import __version__
-from facezip.cli import (archive_commands, codec_commands, config_commands, detect_commands, pipeline_commands,
-                         train_commands)
+from facezip.cli import (archive_commands, codec_commands, config_commands, detect_commands, evaluate_commands,
+                         pipeline_commands, train_commands)
 from facezip.cli.common import CommandError, is_override
 from facezip.infra.config import ConfigError
 
 COMMAND_MODULES = [codec_commands, config_commands, detect_commands, archive_commands, pipeline_commands,
-                   train_commands]
+                   train_commands, evaluate_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

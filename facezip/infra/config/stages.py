@@ -87,9 +87,27 @@ class ArchiveConfig:
 
 @dataclass
 class EvaluateConfig:
+    """Rate, quality and identity of facezip against image-codec baselines on face crops."""
+
+    models: list[str] = field(default_factory=list)  # facezip weights, one rate point each; [] = codec.weights
     baselines: list[str] = field(default_factory=lambda: ["jpeg", "webp", "avif"])
     jpeg_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
     webp_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
     avif_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
+    reference: bool = True  # the uncompressed originals as a row: the ceiling of every identity metric
+    # the judge: "facenet" (weights below) or a TorchScript / InceptionResnetV1 state-dict file
     recognizer: str = "facenet"
     facenet_weights: str = "casia-webface"
+    recognizer_input_size: int = 160
+    recognizer_normalization: str = "facenet"  # facenet | unit | imagenet
+    detect_faces: bool = True  # re-run MTCNN (detect.* settings) on decoded images
+    layout: str = "auto"  # dataset layout for facezip.infra.readers: auto | lfw | celeba | folder | parquet
+    pairs: Optional[str] = None  # LFW-style pairs.txt; None = the dataset's own (LFW layout)
+    center_crop: Optional[int] = None  # e.g. 160 for LFW's 250×250 deep-funneled images
+    max_images: Optional[int] = None  # with pairs: whole pairs, spread over folds and same/different
+    bd_anchor: str = "jpeg"
+    bd_metrics: list[str] = field(default_factory=lambda: ["psnr", "ms_ssim", "cosine", "accuracy"])
+    samples: int = 4  # faces in the sample grid
+    batch_size: int = 32
+    cache_dir: Optional[str] = None  # embedding cache; None = <dest>/cache
+    max_image_pixels: int = 40_000_000

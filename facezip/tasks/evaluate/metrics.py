@@ -1,0 +1,65 @@
+"""Per-image rate and quality metrics, and their mean / max / min over a level.
+
+Rates: bits per pixel and compression ratios against the raw RGB size (24 bpp) and against
+the source file. Quality on 8-bit RGB: PSNR, SSIM and MS-SSIM (``pytorch-msssim``,
+Gaussian window), and the seed paper's L1 and L2, both on pixel values scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pytorch_msssim import ms_ssim, ssim
+
+QUALITY_METRICS = ("psnr", "ms_ssim", "ssim", "l1", "l2")
+_MS_SSIM_SCALES = 5  # pytorch-msssim's default weights: the image is halved 4 times
+
+
+def rate_metrics(n_bytes: int, height: int, width: int, source_bytes: int) -> dict[str, float]:
+    raw_bytes = 3 * height * width
+    return {"bytes": n_bytes, "bpp": 8.0 * n_bytes / (height * width),
+            "ratio_raw": raw_bytes / n_bytes, "ratio_source": source_bytes / n_bytes if source_bytes else math.nan}
+
+
+def quality_metrics(original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+    """Both (H, W, 3) uint8 of the same size."""
+    if original.shape != decoded.shape:
+        raise ValueError(f"decoded image is {decoded.shape}, the original {original.shape}")
+    diff = original.astype(np.float64) - decoded.astype(np.float64)
+    mse = float(np.mean(diff**2))
+    x, y = (torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].double() for a in (original, decoded))
+    return {"psnr": psnr_from_mse(mse), "ms_ssim": _ms_ssim(x, y), "ssim": _ssim(x, y),
+            "l1": float(np.mean(np.abs(diff))) / 255.0, "l2": mse / 255.0**2}
+
+
+def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+
+
+def ms_ssim_window(smaller_side: int) -> int | None:
+    """The largest odd Gaussian window (≤ 11) that survives MS-SSIM's four halvings, or None
+    for images too small for MS-SSIM (below 33 px); 160-px faces get 9."""
+    for window in range(11, 2, -2):
+        if smaller_side > (window - 1) * 2 ** (_MS_SSIM_SCALES - 1):
+            return window
+    return None
+
+
+def _ms_ssim(x: torch.Tensor, y: torch.Tensor) -> float:
+    window = ms_ssim_window(min(x.shape[-2:]))
+    return math.nan if window is None else float(ms_ssim(x, y, data_range=255, win_size=window))
+
+
+def _ssim(x: torch.Tensor, y: torch.Tensor) -> float:
+    window = min(11, min(x.shape[-2:]) - (1 - min(x.shape[-2:]) % 2))  # odd, no larger than the image
+    return math.nan if window < 3 else float(ssim(x, y, data_range=255, win_size=window))
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    """Mean / max / min over the finite-or-infinite values (NaN = not measurable, left out)."""
+    kept = [v for v in values if not math.isnan(v)]
+    if not kept:
+        return {"mean": math.nan, "max": math.nan, "min": math.nan}
+    return {"mean": float(np.mean(kept)), "max": float(max(kept)), "min": float(min(kept))}
