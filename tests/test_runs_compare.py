@@ -1,0 +1,128 @@
+"""Pipelines tracked on a real ``mlflow server`` process: parent/child runs, then ``facezip runs compare``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from PIL import Image
+
+from facezip.cli import main
+from facezip.infra.storage import Storage
+from facezip.infra.tracking import start_run
+from facezip.pipelines import load_pipeline, register_stage, run_pipeline
+
+QUALITY = {"bpp": 0.3, "psnr": 31.0, "ms_ssim": 0.95, "accuracy": 0.97, "cosine": 0.88}
+
+
+def fake_detect(cfg, src: str, dest: str) -> dict:
+    with start_run(cfg, "detect"):
+        mlflow.log_metric("kept", 3)
+        return _done(dest, {"kept": 3})
+
+
+def fake_evaluate(cfg, data: str, dest: str) -> dict:
+    """Logs evaluate-like metrics that differ with ``seed``, so two runs can be told apart."""
+    with start_run(cfg, "evaluate"):
+        metrics = {f"facezip.{name}_mean": value * (1 + cfg.seed / 10) for name, value in QUALITY.items()}
+        mlflow.log_metrics({**metrics, "facezip.seconds": 1.0})
+        return _done(dest, {"data": data, "rows": 1})
+
+
+def _done(dest: str, summary: dict) -> dict:
+    Storage().write_bytes_atomic(f"{dest}/_SUCCESS.json", json.dumps(summary).encode())
+    return summary
+
+
+register_stage("compare-detect", fake_detect)
+register_stage("compare-evaluate", fake_evaluate)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory) -> str:
+    """``mlflow server`` on a free port; stopped (its process group only) at the end."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1",
+               "--port", str(port), "--backend-store-uri", f"sqlite:///{root}/db",
+               "--default-artifact-root", str(root / "artifacts")]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(root / "server.log", "wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(uri, server, root / "server.log")
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its gunicorn/uvicorn workers, nothing else
+        server.wait(timeout=30)
+
+
+def _wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"mlflow server not healthy after {timeout} s: {log.read_text()[-2000:]}")
+
+
+def _run(tmp_path: Path, uri: str, seed: int) -> str:
+    definition = tmp_path / "track.yaml"
+    definition.write_text(
+        "pipeline: {name: track}\n"
+        "data: {faces: /data/faces}\n"
+        "stages:\n"
+        "  detect: {uses: compare-detect, with: {src: '${data.faces}'}}\n"
+        "  evaluate: {uses: compare-evaluate, with: {data: '${stages.detect.output}'}}\n")
+    pipeline = load_pipeline(str(definition), [f"pipeline.root={tmp_path / f'run{seed}'}", f"seed={seed}",
+                                               f"tracking.uri={uri}", "tracking.experiment=compare"])
+    return run_pipeline(pipeline)["mlflow_run_id"]
+
+
+def test_pipeline_runs_nest_stage_runs_and_compare_side_by_side(tmp_path: Path, mlflow_server: str, capsys) -> None:
+    first, second = _run(tmp_path, mlflow_server, seed=0), _run(tmp_path, mlflow_server, seed=5)
+
+    client = mlflow.MlflowClient(mlflow_server)
+    parent = client.get_run(first)
+    assert parent.info.run_name == "pipeline-track" and parent.info.status == "FINISHED"
+    assert parent.data.params["pipeline.data.faces"] == "/data/faces"
+    assert parent.data.tags["pipeline.root"] == str(tmp_path / "run0")
+    assert {"facezip.version", "torch.version", "ray.version", "git.commit"} <= set(parent.data.tags)
+    assert "pipeline.yaml" in {f.path for f in client.list_artifacts(first)}
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{first}'")
+    assert sorted(child.info.run_name for child in children) == ["detect", "evaluate"]
+    assert all(child.data.params["seed"] == "0" for child in children)
+
+    plot = tmp_path / "compare.png"
+    assert main(["runs", "compare", first, second, "--tracking-uri", mlflow_server, "--plot", str(plot)]) == 0
+    output = capsys.readouterr().out.splitlines()  # MLflow prints "View run …" lines first
+    table = output[next(i for i, line in enumerate(output) if line.startswith("metric ")):]
+    assert table[0].split()[0] == "metric" and first[:8] in table[0] and second[:8] in table[0]
+    rows = {line.split()[0]: line.split()[1:] for line in table[2:]}
+    assert rows["evaluate/facezip.psnr_mean"] == ["31", "46.5"]
+    assert rows["evaluate/facezip.accuracy_mean"] == ["0.97", "1.455"]
+    assert set(rows) == {f"evaluate/facezip.{name}_mean" for name in QUALITY}  # no seconds, no detect counts
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.height > image.width / 2  # one panel per metric family
+
+
+def test_compare_names_a_missing_run(mlflow_server: str, capsys) -> None:
+    assert main(["runs", "compare", "0" * 32, "--tracking-uri", mlflow_server]) == 2
+    assert f"run {'0' * 32}" in capsys.readouterr().err
