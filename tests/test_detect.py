@@ -20,7 +20,7 @@ from tests.conftest import SHARED_DATA, shared_dataset
 # Kodak photos with no person in them (04, 05, 10, 12, 14, 15, 18 show people; 17 a statue's face);
 # eight of them keep the test fast
 KODAK_WITHOUT_PEOPLE = [1, 2, 3, 8, 13, 20, 22, 23]
-FAST = ["ray.progress_bars=false", "detect.batch_size=4", "detect.num_actors=2"]
+FAST = ["ray.progress_bars=false", "detect.batch_size=4", "detect.num_actors=1"]
 
 
 def _config(tmp_path: Path, *overrides: str):
