@@ -51,11 +51,17 @@ def check_shards_are_xz(root: Path) -> None:
             lzma.decompress(shard.read_bytes(), format=lzma.FORMAT_XZ)
 
 
-def test_round_trip_local_restores_the_pixels_of_a_direct_decode(ray_local, crops, weights, codec, tmp_path,
-                                                                   mlflow_sqlite):
-    dest = tmp_path / "archive"
-    cfg = archive_config(weights, "tracking.enabled=true", f"tracking.uri={mlflow_sqlite}")
-    summary = run_archive(cfg, str(crops), str(dest), progress=False)
+@pytest.fixture(scope="module")
+def archived(ray_local, crops, weights, tmp_path_factory):
+    """One archive of the 40 crops (tracked in a fresh MLflow store), shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("archived")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = archive_config(weights, "tracking.enabled=true", f"tracking.uri={uri}")
+    return root / "archive", run_archive(cfg, str(crops), str(root / "archive"), progress=False), uri
+
+
+def test_round_trip_local_restores_the_pixels_of_a_direct_decode(archived, crops, codec, tmp_path):
+    dest, summary, tracking_uri = archived
 
     assert (summary["archived"], summary["skipped"], summary["rejected"]) == (40, 0, 0)
     assert summary["shards_written"] == [0, 1, 2, 3, 4]  # 40 records, 8 per shard
@@ -77,6 +83,7 @@ def test_round_trip_local_restores_the_pixels_of_a_direct_decode(ray_local, crop
         restored = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png"))
         np.testing.assert_array_equal(restored, direct_decode(codec, path))
 
+    mlflow.set_tracking_uri(tracking_uri)
     run = mlflow.search_runs(experiment_names=["facezip"], output_format="list")[0]
     assert run.data.metrics["archived"] == 40 and run.data.tags["facezip.stage"] == "archive"
 
@@ -94,9 +101,9 @@ def test_round_trip_on_s3_with_ranged_reads(ray_local, crops, weights, codec, s3
     assert run_verify(cfg, dest, progress=False)["ok"]
 
 
-def test_restore_checks_the_sha256_before_decoding(ray_local, crops, weights, codec, tmp_path):
+def test_restore_checks_the_sha256_before_decoding(archived, codec, tmp_path):
     dest = tmp_path / "archive"
-    run_archive(archive_config(weights), str(crops), str(dest), progress=False)
+    shutil.copytree(archived[0], dest)
     reader = ArchiveReader(str(dest), Storage())
     row = reader.row("face005")
     shard = dest / "shards" / f"{row['shard']:05d}.xz"
@@ -130,19 +137,19 @@ def test_incremental_adds_only_new_and_changed_sources(ray_local, crops, weights
     restored = ArchiveReader(str(dest), Storage()).restore(codec, "face003")
     np.testing.assert_array_equal(restored, direct_decode(codec, changed))
 
-    again = run_archive(cfg, str(src), str(dest), incremental=True, progress=False)
-    assert (again["archived"], again["skipped"], again["shards_written"]) == (0, 50, [])
 
-
-def test_detect_output_is_archived_as_crops_with_identities(ray_local, crops, weights, tmp_path):
+def test_cli_archives_a_detect_output_as_crops_with_identities(ray_local, crops, weights, tmp_path, capsys):
     detect_dir = tmp_path / "detect"
     write_detect_output(detect_dir, sorted(crops.glob("*.png"))[:12])
     dest = tmp_path / "archive"
-    summary = run_archive(archive_config(weights), str(detect_dir), str(dest), progress=False)
-    assert summary["archived"] == 12
+    overrides = [f"codec.weights={weights}", "tracking.enabled=false"]
+    assert main(["archive", str(detect_dir), str(dest), *overrides, "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["archived"] == 12
     rows = sorted(index_rows(str(dest)), key=lambda r: r["id"])
     assert rows[0]["id"] == "face000_0" and rows[0]["source_uri"] == "/photos/face000.jpg"
     assert [r["identity"] for r in rows[:4]] == ["person0", "person1", "person2", "person0"]
+    assert main(["archive", str(tmp_path / "missing"), str(dest), *overrides]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
 
 
 def test_bad_inputs_are_each_accounted_for(ray_local, crops, weights, tmp_path):
@@ -170,20 +177,13 @@ def test_bad_inputs_are_each_accounted_for(ray_local, crops, weights, tmp_path):
     assert {"cmyk", "grey16"} <= {r["id"] for r in index_rows(str(dest))}
 
 
-def test_cli_archive_restore_verify(ray_local, crops, weights, codec, tmp_path, capsys):
-    dest, out = tmp_path / "archive", tmp_path / "out"
-    overrides = [f"codec.weights={weights}", "tracking.enabled=false", "archive.records_per_shard=16"]
-    assert main(["archive", str(crops), str(dest), *overrides, "--quiet"]) == 0
-    assert json.loads(capsys.readouterr().out)["archived"] == 40
-
+def test_cli_restore_and_verify(archived, crops, weights, codec, tmp_path, capsys):
+    dest, out = archived[0], tmp_path / "out"
+    overrides = [f"codec.weights={weights}", "tracking.enabled=false"]
     assert main(["restore", str(dest), "--id", "face002", "face030", "-o", str(out), *overrides, "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["face002.png", "face030.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(out / "face030.png")),
                                   direct_decode(codec, crops / "face030.png"))
     assert main(["restore", str(dest), "--id", "ghost", "-o", str(out), *overrides, "--quiet"]) == 1
     assert "ghost" in capsys.readouterr().err
-
     assert main(["verify", str(dest), "tracking.enabled=false", "--quiet"]) == 0
-    assert main(["archive", str(tmp_path / "missing"), str(dest), *overrides]) == 2
-    assert "no such file or folder" in capsys.readouterr().err
-

@@ -9,8 +9,8 @@ import sys
 from facezip.cli.common import CommandError, add_config_arguments, load, report_failures, split_overrides
 from facezip.infra.device import resolve_device
 from facezip.infra.storage import Storage
-from facezip.models.loading import load_codec
 from facezip.tasks.archive import restore_records, run_archive, run_verify
+from facezip.tasks.archive.run import load_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,7 +65,7 @@ def _restore(args: argparse.Namespace) -> int:
     (dest,), cfg = _positional(args, ("DEST",))
     storage = Storage.from_config(cfg.storage)
     try:
-        codec = load_codec(cfg.codec.name, cfg.codec.weights, resolve_device(cfg.device), storage)
+        codec = load_model(cfg, storage).to(resolve_device(cfg.device))
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     results = restore_records(codec, dest, None if args.all else args.ids, args.output, storage,

@@ -13,10 +13,9 @@ import pyarrow as pa
 
 from facezip.infra.device import resolve_device
 from facezip.infra.images import ImageError, decode_image
-from facezip.infra.storage import Storage
 from facezip.models.coding import encode_payloads
 from facezip.models.container import FzHeader
-from facezip.models.loading import load_codec
+from facezip.models.loading import codec_from_bytes
 from facezip.tasks.archive.layout import pack_record
 
 ENCODED_SCHEMA = pa.schema([
@@ -47,9 +46,9 @@ class SkipRules:
 @dataclass(frozen=True)
 class EncoderSettings:
     codec: str
-    weights: str
+    weights: bytes  # the weights file the driver loaded: actors need neither S3 nor MLflow access
+    source: str  # codec.weights, for messages
     device: str
-    storage: Storage
     batch_size: int
     max_pixels: int
 
@@ -58,7 +57,8 @@ class ArchiveEncoder:
     """Callable class for ``Dataset.map_batches``: the codec is loaded once per actor."""
 
     def __init__(self, settings: EncoderSettings, rules: SkipRules) -> None:
-        self.codec = load_codec(settings.codec, settings.weights, resolve_device(settings.device), settings.storage)
+        codec = codec_from_bytes(settings.weights, settings.source, expected_codec=settings.codec)
+        self.codec = codec.to(resolve_device(settings.device)).freeze()
         self.weights_hash = self.codec.weights_hash()
         self.settings = settings
         self.rules = rules

@@ -16,7 +16,8 @@ from facezip.infra.ray_runtime import cluster_cpus, init_ray
 from facezip.infra.readers import Reader, open_reader
 from facezip.infra.storage import Storage, join
 from facezip.infra.tracking import start_run
-from facezip.models.loading import load_codec
+from facezip.models.loading import load_codec, weights_to_bytes
+from facezip.models.registry import Codec
 from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings, SkipRules
 from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, SUCCESS, committed_shards, json_bytes,
                                           read_index, read_json, stats_url)
@@ -34,7 +35,7 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
     a crash), an incremental run skips inputs whose source URI and content are archived."""
     storage = Storage.from_config(cfg.storage)
     settings = cfg.archive
-    codec = load_codec(cfg.codec.name, cfg.codec.weights, "cpu", storage)  # fail before starting Ray
+    codec = load_model(cfg, storage)  # fails before Ray starts
     model = {"codec": codec.name, "model": cfg.codec.weights, "weights_hash": codec.weights_hash()}
     reader = open_source(src, storage)
     rules, first_shard = skip_rules(dest, storage, incremental)
@@ -43,8 +44,8 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
         init_ray(cfg.ray)
         writer = ShardWriter(dest, storage, first_shard, settings.records_per_shard,
                              int(settings.target_shard_mb * 2**20), model, progress=progress)
-        encoder = EncoderSettings(cfg.codec.name, cfg.codec.weights, cfg.device, storage, settings.batch_size,
-                                  settings.max_image_pixels)
+        encoder = EncoderSettings(codec.name, weights_to_bytes(codec, codec.metadata), cfg.codec.weights,
+                                  cfg.device, settings.batch_size, settings.max_image_pixels)
         with _preserve_order():
             encoded = reader.to_ray_dataset().map_batches(
                 ArchiveEncoder, fn_constructor_kwargs={"settings": encoder, "rules": rules},
@@ -66,6 +67,13 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
             mlflow.log_dict(summary, "archive_summary.json")
     storage.write_bytes_atomic(join(dest, SUCCESS), json_bytes(summary))
     return summary
+
+
+def load_model(cfg: DictConfig, storage: Storage) -> Codec:
+    """``codec.weights`` on the CPU; ``models:/…`` resolves against ``tracking.uri`` when it is set."""
+    if cfg.tracking.uri:
+        mlflow.set_tracking_uri(cfg.tracking.uri)
+    return load_codec(cfg.codec.name, cfg.codec.weights, "cpu", storage)
 
 
 def open_source(src: str, storage: Storage) -> Reader:
