@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facezip.models.coding import bits_per_pixel, decode_file, encode_images
+from facezip.models.coding import bits_per_pixel, decode_files, encode_images
 from facezip.models.loading import load_codec
 
 LFW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfw-dev" / "images"
@@ -64,7 +64,7 @@ def main() -> None:
     jpegs = [jpeg_bytes(c) for c in crops]
     rates = {
         "facezip compress": best_rate(lambda: encode_images(codec, crops, args.batch), len(crops), args.repeats),
-        "facezip decompress": best_rate(lambda: [decode_file(codec, f) for f in files], len(crops), args.repeats),
+        "facezip decompress": best_rate(lambda: decode_files(codec, files, args.batch), len(crops), args.repeats),
         "jpeg q75 encode": best_rate(lambda: [jpeg_bytes(c) for c in crops], len(crops), args.repeats),
         "jpeg q75 decode": best_rate(lambda: [np.asarray(Image.open(io.BytesIO(j))) for j in jpegs], len(crops),
                                      args.repeats),

@@ -11,7 +11,7 @@ import torch
 
 from facezip.models import available_codecs, create_codec, register_codec
 from facezip.models.binarized_cae import BinarizedCAE, StochasticBinarizer
-from facezip.models.coding import decode_file, encode_images, padded_size
+from facezip.models.coding import decode_file, decode_files, encode_images, padded_size
 from facezip.models.container import unpack_fz
 from facezip.models.loading import codec_from_bytes, weights_to_bytes
 
@@ -100,3 +100,11 @@ def test_weights_round_trip_keeps_hash(codec):
     assert reloaded.metadata == {"note": "x"}
     with pytest.raises(ValueError, match="not a facezip weights file"):
         codec_from_bytes(b"garbage", "garbage.pt")
+
+
+def test_batched_decoding_equals_one_by_one(codec):
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(16, 24, 3), (40, 40, 3), (16, 24, 3)]]
+    files = encode_images(codec, images)
+    batched = decode_files(codec, files, batch_size=2)
+    assert all(np.array_equal(b, decode_file(codec, f)) for b, f in zip(batched, files))

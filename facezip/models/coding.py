@@ -61,16 +61,35 @@ def decode_file(codec: Codec, data: bytes) -> np.ndarray:
     return decode_payload(codec, header, payload)
 
 
-@torch.no_grad()
+def decode_files(codec: Codec, files: Sequence[bytes], batch_size: int = 16) -> list[np.ndarray]:
+    """Many ``.fz`` files, decoded in batches (far faster per image on a CPU than one by one)."""
+    return decode_payloads(codec, [unpack_fz(data) for data in files], batch_size)
+
+
 def decode_payload(codec: Codec, header: FzHeader, payload: bytes) -> np.ndarray:
     """A codec payload described by ``header`` → (H, W, 3) uint8, cropped back from the padding."""
-    check_header_matches(header, codec)
-    size = padded_size(header.height, header.width, codec.pad_multiple)
-    try:
-        x_hat = codec.decompress([payload], size)
-    except ValueError as exc:
-        raise FzFormatError(f"payload does not fit a {header.height}×{header.width} image: {exc}") from None
-    return to_uint8(x_hat)[0, : header.height, : header.width]
+    return decode_payloads(codec, [(header, payload)])[0]
+
+
+@torch.no_grad()
+def decode_payloads(codec: Codec, items: Sequence[tuple[FzHeader, bytes]], batch_size: int = 16) -> list[np.ndarray]:
+    """Payloads with their headers → (H, W, 3) uint8 images in input order; equal padded sizes share a batch."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, (header, _) in enumerate(items):
+        check_header_matches(header, codec)
+        groups[padded_size(header.height, header.width, codec.pad_multiple)].append(i)
+    out: list[np.ndarray | None] = [None] * len(items)
+    for size, indices in groups.items():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            try:
+                x_hat = to_uint8(codec.decompress([items[i][1] for i in chunk], size))
+            except ValueError as exc:
+                header = items[chunk[0]][0]
+                raise FzFormatError(f"payload does not fit a {header.height}×{header.width} image: {exc}") from None
+            for i, image in zip(chunk, x_hat):
+                out[i] = image[: items[i][0].height, : items[i][0].width]
+    return out  # type: ignore[return-value]
 
 
 def check_header_matches(header: FzHeader, codec: Codec) -> None:
