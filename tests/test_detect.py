@@ -33,8 +33,8 @@ def _check_outputs(summary: dict, dest: str, storage: Storage) -> None:
     assert summary["rejected"] == sum(summary["rejected_by_reason"].values())
     assert json.loads(storage.read_bytes(join(dest, "_SUCCESS.json"))) == summary
     assert json.loads(storage.read_bytes(join(dest, "stats.json")))["inputs"] == summary["inputs"]
-    faces = open_reader(join(dest, "faces"), storage)
-    assert faces.layout == "parquet" and faces.count() == summary["faces"]
+    faces = open_reader(dest, storage)  # a finished detect output reads as its faces/ table
+    assert (faces.layout, faces.src, faces.count()) == ("parquet", join(dest, "faces"), summary["faces"])
     rejected = _table(join(dest, "rejected"), storage)
     assert rejected.column_names == REJECTED_COLUMNS and len(rejected) == summary["rejected"]
     kept_ids = {ref.id for ref in faces.refs()}
@@ -147,8 +147,8 @@ def test_cli_on_s3_input_and_output(s3_bucket, ray_local, capsys) -> None:
     _check_outputs(summary, dest, storage)
     assert (summary["inputs"], summary["kept_images"], summary["rejected_by_reason"]) == (
         4, 2, {"no_face": 1, "unreadable": 1})
-    faces = open_reader(join(dest, "faces"), storage).to_ray_dataset().take_all()
-    assert sorted(row["source_uri"] for row in faces) == [join(bucket, "in/a/face.jpg"), join(bucket, "in/b/face.jpg")]
+    faces = open_reader(join(dest, "faces"), storage).refs()
+    assert sorted(ref.source_uri for ref in faces) == [join(bucket, "in/a/face.jpg"), join(bucket, "in/b/face.jpg")]
 
 
 def test_cli_reports_a_bad_source(tmp_path: Path, capsys) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ CELEBA_IMAGE_DIRS = ("img_align_celeba", "img_celeba", "images")
 CELEBA_SPLITS = {"0": "train", "1": "val", "2": "test"}
 LFW_PAIRS_FILE = "pairs.txt"
 IMAGE_COLUMN = "image_bytes"
+DETECT_FACES_DIR = "faces"  # the face table inside a detect output folder
 REF_SCHEMA = pa.schema([("id", pa.string()), ("source_uri", pa.string()),
                         ("identity", pa.string()), ("split", pa.string())])
 _GLOB_CHARS = "*?["
@@ -57,7 +59,7 @@ class LfwPair:
 
 
 @dataclass
-class Reader:
+class Reader(ABC):
     """Base of the layouts: ``refs()`` is the one listing, everything else derives from it."""
 
     src: str
@@ -65,8 +67,9 @@ class Reader:
     layout: str = "folder"
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @abstractmethod
     def refs(self) -> Iterator[ImageRef]:
-        raise NotImplementedError
+        """Every image of the dataset, in a stable order, streamed."""
 
     def count(self) -> int:
         """How many images ``refs()`` yields (streams the listing again; holds nothing)."""
@@ -95,7 +98,7 @@ class FolderReader(Reader):
         for file_path in paths:
             if file_path.lower().endswith(IMAGE_SUFFIXES):
                 rel = posixpath.relpath(file_path, base.rstrip("/") or "/")
-                yield ImageRef(posixpath.splitext(rel)[0], _uri_like(self.src, path, file_path))
+                yield ImageRef(posixpath.splitext(rel)[0], _uri_like(self.src, file_path))
 
 
 class CelebAReader(Reader):
@@ -139,7 +142,7 @@ class LfwReader(Reader):
             if rel.count("/") == 1 and file_path.lower().endswith(IMAGE_SUFFIXES):
                 person = rel.split("/")[0]
                 yield ImageRef(posixpath.splitext(posixpath.basename(rel))[0],
-                               _uri_like(self.src, root_path, file_path), person)
+                               _uri_like(self.src, file_path), person)
 
 
 class ParquetReader(Reader):
@@ -176,12 +179,16 @@ class ParquetReader(Reader):
 
 
 def open_reader(src: str, storage: Storage | None = None, layout: str = "auto") -> Reader:
-    """A reader for ``src`` (a local path or fsspec URL) in ``layout``, or the detected one."""
+    """A reader for ``src`` (a local path or fsspec URL) in ``layout``, or the detected one.
+
+    A finished detect output folder reads as its ``faces/`` Parquet table."""
     storage = storage or Storage()
     if layout not in LAYOUTS:
         raise ReaderError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
     if not _is_glob(src) and not storage.exists(src):
         raise ReaderError(f"{src}: no such file or folder")
+    if layout in ("auto", "parquet") and not _is_glob(src):
+        src = _detect_output_faces(src, storage) or src
     layout = detect_layout(src, storage) if layout == "auto" else layout
     reader_class = {"celeba": CelebAReader, "lfw": LfwReader, "folder": FolderReader, "parquet": ParquetReader}[layout]
     reader = reader_class(src, storage, layout)
@@ -314,12 +321,18 @@ def _glob_base(pattern: str) -> str:
     return fixed.rsplit("/", 1)[0] if "/" in fixed else ""
 
 
-def _uri_like(src: str, src_path: str, file_path: str) -> str:
+def _uri_like(src: str, file_path: str) -> str:
     """A listed file path written the way the user wrote ``src`` (with its scheme if any)."""
     if not is_remote(src):
         return file_path
     scheme = src.split("://", 1)[0]
     return f"{scheme}://{file_path}"
+
+
+def _detect_output_faces(src: str, storage: Storage) -> str | None:
+    """The ``faces/`` table when ``src`` is a finished detect output (the stage's own layout)."""
+    faces = join(src, DETECT_FACES_DIR)
+    return faces if storage.exists(join(src, "_SUCCESS.json")) and storage.exists(faces) else None
 
 
 def _celeba_image_dir(src: str, storage: Storage) -> str:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from facezip.infra.device import resolve_device
 from facezip.infra.ray_runtime import cluster_cpus, init_ray
-from facezip.infra.readers import arrow_filesystem, open_reader
+from facezip.infra.readers import DETECT_FACES_DIR, arrow_filesystem, open_reader
 from facezip.infra.storage import Storage, join
 from facezip.infra.tracking import start_run
 from facezip.tasks.detect.faces import (DETECTION_SCHEMA, FACE_COLUMNS, REJECTED_COLUMNS, DetectFaces,
@@ -50,7 +50,7 @@ def run_detect(cfg: DictConfig, src: str, dest: str) -> dict[str, Any]:
             num_cpus=cfg.detect.cpus_per_actor, num_gpus=gpus).materialize()
         counts = count_outcomes(inputs, _columns(detections, ["face_index", "reason"]))
         check_accounting(counts)
-        outputs = {"faces": join(dest, "faces"), "rejected": join(dest, "rejected")}
+        outputs = {"faces": join(dest, DETECT_FACES_DIR), "rejected": join(dest, "rejected")}
         _write_part(detections, outputs["faces"], FACE_COLUMNS, counts.faces, storage, cfg.detect.rows_per_file)
         _write_part(detections, outputs["rejected"], REJECTED_COLUMNS, counts.rejected, storage,
                     cfg.detect.rows_per_file)
