@@ -1,0 +1,103 @@
+"""Train stage pieces that need no Ray Train run: losses, batches, resource checks, models:/ errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facezip.infra.config import load_config
+from facezip.models.facenet import load_facenet
+from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
+from facezip.tasks.train.data import BatchMaker, _is_validation
+from facezip.tasks.train.runner import check_resources
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("side", "window"), [(64, 3), (128, 7), (160, 9), (161, 11), (256, 11)])
+def test_ms_ssim_window_fits_five_scales(side, window):
+    assert ms_ssim_window(side) == window
+    x = torch.rand(1, 3, side, side)
+    assert float(ms_ssim_score(x, x)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ms_ssim_window_rejects_tiny_crops():
+    with pytest.raises(ValueError, match="train.crop_size"):
+        ms_ssim_window(32)
+
+
+def test_pretrain_loss_terms(astronaut):
+    x = torch.from_numpy(astronaut[:128, :128]).permute(2, 0, 1)[None].float() / 255
+    noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    terms = PretrainLoss(l1_weight=2.0, ms_ssim_weight=1.0)(noisy, x)
+    assert terms["loss"] == pytest.approx(float(2 * terms["l1"] + terms["ms_ssim_loss"]), rel=1e-6)
+    assert 0.0 < float(terms["ms_ssim_loss"]) < 1.0
+    assert float(PretrainLoss()(x, x)["loss"]) == pytest.approx(0.0, abs=1e-5)
+    assert float(psnr(noisy, x)) == pytest.approx(20.0, abs=1.5)  # σ = 0.1 noise ≈ 20 dB
+
+
+def test_facenet_loss_sees_the_face_box_and_needs_frozen_facenet():
+    facenet = load_facenet("none")
+    x = torch.rand(2, 3, 64, 64)
+    boxes = torch.tensor([[8.0, 8.0, 56.0, 56.0], [0.0, 0.0, 32.0, 40.0]])
+    loss = FaceNetLoss(facenet, pixel_weight=1.0, facenet_weight=1.0)
+    assert float(loss(x.clone(), x, boxes)["facenet_l2"]) == 0.0
+    outside = x.clone()
+    outside[1, :, 48:, 48:] = 0  # outside image 1's box: identity term unchanged
+    assert float(loss(outside, x, boxes)["facenet_l2"]) == 0.0
+    inside = x.clone()
+    inside[:, :, 10:30, 10:30] = 0
+    changed = loss(inside.requires_grad_(), x, boxes)
+    assert float(changed["facenet_l2"].detach()) > 1e-6  # random FaceNet weights: small but not zero
+    changed["loss"].backward()
+    loss.train()
+    assert not loss.facenet.training
+    with pytest.raises(ValueError, match="frozen"):
+        FaceNetLoss(facenet.train())
+
+
+def test_batch_maker_pretrain_crops_and_finetune_boxes(astronaut):
+    small = astronaut[:40, :50]  # smaller than the crop: reflect-padded, not refused
+    batch = {"image_bytes": np.array([_png(astronaut), _png(small)], dtype=object)}
+    images, boxes = BatchMaker("pretrain", 64, 10**8)(batch, training=True)
+    assert images.shape == (2, 3, 64, 64) and boxes is None
+    val_a, _ = BatchMaker("pretrain", 64, 10**8)(batch, training=False)
+    val_b, _ = BatchMaker("pretrain", 64, 10**8)(batch, training=False)
+    assert torch.equal(val_a, val_b)  # validation crops are fixed
+
+    face = {"image_bytes": np.array([_png(astronaut[:160, :160])], dtype=object),
+            "face_box_in_crop": np.array([[40.0, 20.0, 120.0, 140.0]])}
+    images, boxes = BatchMaker("finetune", 64, 10**8)(face, training=True)
+    assert images.shape == (1, 3, 64, 64)
+    torch.testing.assert_close(boxes, torch.tensor([[16.0, 8.0, 48.0, 56.0]]))
+
+
+def test_validation_split_follows_dataset_split_else_hash():
+    assert _is_validation("x", "test", 0.0) and not _is_validation("x", "train", 1.0)
+    held_out = sum(_is_validation(f"img{i}", None, 0.25) for i in range(2000))
+    assert 400 < held_out < 600
+
+
+def test_too_many_workers_fail_fast(ray_local):
+    cfg = load_config([], ["train.num_workers=5", "train.cpus_per_worker=1.0"])
+    with pytest.raises(ValueError, match=r"train.num_workers=5 .* needs 5 CPUs but the Ray cluster has 2"):
+        check_resources(cfg.train)
+    check_resources(load_config([], ["train.num_workers=2", "train.cpus_per_worker=0.5"]).train)
+
+
+def test_registered_model_errors(tmp_path, monkeypatch):
+    import mlflow
+
+    from facezip.models.loading import load_codec
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(ValueError, match="cannot fetch models:/nobody/1"):
+        load_codec("binarized-cae", "models:/nobody/1")
