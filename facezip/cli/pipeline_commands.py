@@ -124,7 +124,10 @@ def _submit(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from facezip.pipelines.jobs import client_for
 
-    info = _client(client_for, args.address).get_job_info(args.job_id)
+    try:
+        info = _client(client_for, args.address).get_job_info(args.job_id)
+    except RuntimeError as exc:  # the SDK's error for any failed request, e.g. 404 for an unknown job
+        raise CommandError(f"job {args.job_id}: {exc}") from None
     print(json.dumps({"job_id": args.job_id, "status": info.status.value, "message": info.message,
                       "entrypoint": info.entrypoint, "start_time": info.start_time, "end_time": info.end_time}))
     return 0
@@ -134,10 +137,13 @@ def _logs(args: argparse.Namespace) -> int:
     from facezip.pipelines.jobs import client_for, follow_logs
 
     client = _client(client_for, args.address)
-    if args.follow:
-        follow_logs(client, args.job_id)
-    else:
-        print(client.get_job_logs(args.job_id), end="")
+    try:
+        if args.follow:
+            follow_logs(client, args.job_id)
+        else:
+            print(client.get_job_logs(args.job_id), end="")
+    except RuntimeError as exc:
+        raise CommandError(f"job {args.job_id}: {exc}") from None
     return 0
 
 

@@ -8,17 +8,21 @@ and ``--config`` files, as the job's ``working_dir``. A bundled pipeline (``demo
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+AGENT_WAIT_SECONDS = 120
 # Forwarded to the job when set here: where its runs are tracked. Credentials are not: the
 # cluster's nodes get theirs from their instance role / environment.
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")
@@ -48,9 +52,23 @@ def submit_pipeline(client: JobSubmissionClient, pipeline: str, overrides: Seque
         runtime_env: dict = {"env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
         if shipped:
             runtime_env["working_dir"] = staging
-        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                   metadata={"facezip.pipeline": Path(pipeline).stem})
+        job_id = _submit_when_ready(client, entrypoint=entrypoint, runtime_env=runtime_env,
+                                    metadata={"facezip.pipeline": Path(pipeline).stem})
     return Submission(job_id, entrypoint)
+
+
+def _submit_when_ready(client: JobSubmissionClient, wait_seconds: float = AGENT_WAIT_SECONDS, **job) -> str:
+    """A head that has just started answers before its job agent is up ("No available agent to
+    submit job, please try again later"): do as it says for a while, then give up with its error."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            log.info("the cluster's job agent is not up yet; retrying")
+            time.sleep(3)
 
 
 def follow_logs(client: JobSubmissionClient, job_id: str, write=print) -> JobStatus:
