@@ -1,23 +1,25 @@
-"""The pipeline runner with small stages of its own: order, wiring, resume, --from, failure, errors."""
+"""The pipeline runner with small stages of its own: order, wiring, resume, --from, failure, errors.
+
+MLflow parent/child runs are checked against a real server in test_runs_compare.py."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
-import mlflow
 import pytest
 
+from facezip.cli import main
 from facezip.infra.config import ConfigError
 from facezip.infra.storage import Storage
-from facezip.infra.tracking import start_run
 from facezip.pipelines import PipelineError, StageFailed, load_pipeline, register_stage, run_pipeline
 
 CALLS: list[tuple[str, dict]] = []
 BROKEN: set[str] = set()
 
 
-def _finish(cfg, dest: str, summary: dict) -> dict:
+def _finish(dest: str, summary: dict) -> dict:
     Storage().write_bytes_atomic(f"{dest}/_SUCCESS.json", json.dumps(summary).encode())
     return summary
 
@@ -25,11 +27,10 @@ def _finish(cfg, dest: str, summary: dict) -> dict:
 def make_text(cfg, src: str, dest: str, copies: int = 1) -> dict:
     """A stand-in for detect: reads an input file, writes an output file."""
     CALLS.append(("make", {"src": src, "epochs": cfg.train.epochs, "device": cfg.device}))
-    with start_run(cfg, "make"):
-        text = Path(src).read_text() * copies
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        (Path(dest) / "text.txt").write_text(text)
-        return _finish(cfg, dest, {"count": len(text), "file": f"{dest}/text.txt"})
+    text = Path(src).read_text() * copies
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    (Path(dest) / "text.txt").write_text(text)
+    return _finish(dest, {"count": len(text), "file": f"{dest}/text.txt"})
 
 
 def shout(cfg, data: str, dest: str, weights: str | None = None) -> dict:
@@ -37,12 +38,9 @@ def shout(cfg, data: str, dest: str, weights: str | None = None) -> dict:
     CALLS.append(("shout", {"data": data, "weights": weights, "epochs": cfg.train.epochs}))
     if "shout" in BROKEN:
         raise ValueError(f"{data}: cannot shout this")
-    with start_run(cfg, "shout") as run:
-        if run is not None:
-            mlflow.log_metric("bpp", 0.25)
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        (Path(dest) / "loud.txt").write_text(Path(data).read_text().upper())
-        return _finish(cfg, dest, {"weights": f"{dest}/loud.txt", "metrics": {"bpp": 0.25}})
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    (Path(dest) / "loud.txt").write_text(Path(data).read_text().upper())
+    return _finish(dest, {"weights": f"{dest}/loud.txt", "metrics": {"bpp": 0.25}})
 
 
 def check_in_place(cfg, dest: str) -> dict:
@@ -51,7 +49,16 @@ def check_in_place(cfg, dest: str) -> dict:
     return {"ok": Path(dest, "loud.txt").read_text().isupper()}
 
 
+def touch(cfg, dest: str, note: str = "") -> dict:
+    """A stand-in for any stage on object storage: writes its marker through the configured Storage."""
+    CALLS.append(("touch", {"dest": dest, "note": note}))
+    storage = Storage.from_config(cfg.storage)
+    storage.write_bytes_atomic(f"{dest}/_SUCCESS.json", json.dumps({"note": note}).encode())
+    return {"note": note}
+
+
 register_stage("test-make", make_text)
+register_stage("test-touch", touch)
 register_stage("test-shout", shout)
 register_stage("test-check", check_in_place, output_param=None)
 
@@ -178,18 +185,35 @@ def test_missing_pipeline_lists_the_bundled_ones() -> None:
         load_pipeline("nope")
 
 
-def test_parent_run_with_a_child_run_per_stage(toy: Path, mlflow_sqlite: str, monkeypatch) -> None:
-    monkeypatch.chdir(toy.parent)  # MLflow puts a sqlite store's artifacts under ./mlruns
-    result = run_pipeline(load_pipeline(str(toy), [f"pipeline.root={toy.parent / 'run'}",
-                                                   f"tracking.uri={mlflow_sqlite}", "tracking.experiment=toy"]))
-    client = mlflow.MlflowClient(mlflow_sqlite)
-    parent = client.get_run(result["mlflow_run_id"])
-    assert parent.data.tags["pipeline.name"] == "toy"
-    assert parent.data.params["pipeline.data.words"] == str(toy.parent / "words.txt")
-    assert parent.data.params["train.epochs"] == "5"
-    assert parent.data.metrics["loud.metrics.bpp"] == 0.25
-    assert len(parent.data.tags["git.commit"]) == 40
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert sorted(c.info.run_name for c in children) == ["make", "shout"]
-    assert {c.data.params["train.epochs"] for c in children} == {"5", "7"}
+def test_cli_run_reports_stages_and_failures(toy: Path, capsys) -> None:
+    root = toy.parent / "run"
+    assert main(["run", str(toy), f"pipeline.root={root}", "tracking.enabled=false"]) == 0
+    assert capsys.readouterr().out.split() == ["make", "ran", f"{root}/make", "loud", "ran", f"{root}/loud",
+                                               "check", "ran", f"{root}/check"]
+    BROKEN.add("shout")
+    assert main(["run", str(toy), "--from", "loud", f"pipeline.root={root}", "tracking.enabled=false"]) == 1
+    assert "stage 'loud' (uses: test-shout) failed: ValueError" in capsys.readouterr().err
+    assert main(["run", "no-such-pipeline"]) == 2
+    assert "no such file, nor a bundled pipeline" in capsys.readouterr().err
+
+
+def test_run_root_on_s3(s3_bucket) -> None:
+    storage, bucket = s3_bucket
+    CALLS.clear()
+    definition = ("pipeline: {name: cloud}\n"
+                  "stages:\n"
+                  "  first: {uses: test-touch, with: {note: a}}\n"
+                  "  second: {uses: test-touch, with: {note: '${stages.first.result.note}${stages.first.output}'}}\n")
+    overrides = [f"pipeline.root={bucket}/runs/1", f"storage.endpoint_url={storage.endpoint_url}",
+                 "tracking.enabled=false"]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as handle:
+        handle.write(definition)
+        handle.flush()
+        first = run_pipeline(load_pipeline(handle.name, overrides))
+        assert CALLS == [("touch", {"dest": f"{bucket}/runs/1/first", "note": "a"}),
+                         ("touch", {"dest": f"{bucket}/runs/1/second", "note": f"a{bucket}/runs/1/first"})]
+        assert json.loads(storage.read_bytes(f"{bucket}/runs/1/_PIPELINE.json"))["root"] == f"{bucket}/runs/1"
+        again = run_pipeline(load_pipeline(handle.name, overrides), start_from="second")
+    assert [s["status"] for s in first["stages"].values()] == ["ran", "ran"]
+    assert [s["status"] for s in again["stages"].values()] == ["skipped", "ran"]
+    assert len(CALLS) == 3

@@ -103,6 +103,7 @@ def test_pipeline_runs_nest_stage_runs_and_compare_side_by_side(tmp_path: Path, 
     parent = client.get_run(first)
     assert parent.info.run_name == "pipeline-track" and parent.info.status == "FINISHED"
     assert parent.data.params["pipeline.data.faces"] == "/data/faces"
+    assert parent.data.metrics["detect.kept"] == 3  # stage summaries, for the MLflow UI's run comparison
     assert parent.data.tags["pipeline.root"] == str(tmp_path / "run0")
     assert {"facezip.version", "torch.version", "ray.version", "git.commit"} <= set(parent.data.tags)
     assert "pipeline.yaml" in {f.path for f in client.list_artifacts(first)}
