@@ -7,7 +7,7 @@ import json
 import sys
 
 from facezip.cli.common import CommandError, add_config_arguments, load
-from facezip.infra.readers import LAYOUTS, ReaderError
+from facezip.infra.readers import LAYOUTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def _detect(args: argparse.Namespace) -> int:
     cfg = load(args, overrides)
     try:
         summary = run_detect(cfg, args.src, args.dest)
-    except ReaderError as exc:
+    except ValueError as exc:  # ReaderError (bad SRC) or a device that is not there
         raise CommandError(str(exc)) from None
     except AccountingError as exc:
         print(f"facezip detect: {exc}", file=sys.stderr)
