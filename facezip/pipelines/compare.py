@@ -46,7 +46,8 @@ def collect_runs(client: mlflow.MlflowClient, run_ids: Sequence[str]) -> list[Ru
 def key_metric_names(runs: Sequence[RunMetrics], contains: str | None = None) -> dict[str, list[str]]:
     """Family → the metric names (of any run) in it, in name order; only names containing ``contains``."""
     names = sorted({name for run in runs for name in run.metrics if not contains or contains in name})
-    families = {family: [n for n in names if any(w in n.lower() for w in words)] for family, words in KEY_METRICS.items()}
+    families = {family: [name for name in names if any(word in name.lower() for word in words)]
+                for family, words in KEY_METRICS.items()}
     return {family: found for family, found in families.items() if found}
 
 

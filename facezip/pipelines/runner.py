@@ -124,7 +124,8 @@ def _read_summary(stage: Stage, storage: Storage) -> dict[str, Any]:
     try:
         return json.loads(storage.read_bytes(stage.success_uri))
     except ValueError as exc:
-        raise PipelineError(f"{stage.success_uri}: not valid JSON ({exc}); delete it to rerun '{stage.name}'") from None
+        raise PipelineError(f"{stage.success_uri}: not valid JSON ({exc}); "
+                            f"delete it to rerun '{stage.name}'") from None
 
 
 def _log_definition(pipeline: Pipeline) -> None:
@@ -137,7 +138,8 @@ def _log_definition(pipeline: Pipeline) -> None:
 
 def _log_stage_metrics(stage: Stage, summary: dict[str, Any]) -> None:
     """A stage's numeric summary values on the parent run, so the MLflow UI compares pipelines directly."""
-    numbers = {_METRIC_UNSAFE.sub("_", f"{stage.name}.{key}"): float(value) for key, value in flatten(summary).items()
+    numbers = {_METRIC_UNSAFE.sub("_", f"{stage.name}.{key}"): float(value)
+               for key, value in flatten(summary).items()
                if isinstance(value, (int, float)) and not isinstance(value, bool)}
     if numbers:
         mlflow.log_metrics(numbers)

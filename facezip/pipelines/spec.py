@@ -196,7 +196,8 @@ def _check_arguments(uses: str, arguments: DictConfig, where: str) -> None:
         raise PipelineError(f"{where}: {exc}") from None
     unknown = [str(k) for k in arguments if k not in accepted]
     if unknown:
-        raise PipelineError(f"{where}.with: '{uses}' takes no argument(s) {unknown} (it takes: {', '.join(accepted)})")
+        raise PipelineError(f"{where}.with: '{uses}' takes no argument(s) {unknown} "
+                            f"(it takes: {', '.join(accepted)})")
 
 
 def _check_references(document: DictConfig, stages: list[Stage], source: str) -> None:
