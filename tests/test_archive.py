@@ -142,7 +142,7 @@ def test_cli_archives_a_detect_output_as_crops_with_identities(ray_local, crops,
     detect_dir = tmp_path / "detect"
     write_detect_output(detect_dir, sorted(crops.glob("*.png"))[:12])
     dest = tmp_path / "archive"
-    overrides = [f"codec.weights={weights}", "tracking.enabled=false"]
+    overrides = [f"codec.weights={weights}", "tracking.enabled=false", "archive.num_actors=1"]
     assert main(["archive", str(detect_dir), str(dest), *overrides, "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["archived"] == 12
     rows = sorted(index_rows(str(dest)), key=lambda r: r["id"])
