@@ -14,7 +14,8 @@ from PIL import Image
 from facezip.infra.config import load_config
 from facezip.infra.readers import IMAGE_COLUMN, REF_SCHEMA
 from facezip.models.face_detector import Face, FaceDetector, crop_face
-from facezip.tasks.detect import DETECTION_SCHEMA, select_faces
+from facezip.tasks.detect import DETECTION_SCHEMA, AccountingError, select_faces
+from facezip.tasks.detect.report import check_accounting, count_outcomes
 from facezip.tasks.detect.faces import DetectFaces
 from tests import detect_samples as samples
 
@@ -143,3 +144,14 @@ def test_detector_batches_mixed_sizes_and_crop_maps_the_box() -> None:
     assert fx1 == pytest.approx((x1 - left) * 100 / (right - left))
     assert fy2 == pytest.approx((y2 - top) * 100 / (bottom - top))
     assert 5 < fx1 < 15 and 85 < fx2 < 95  # 20 px of margin in total: ~10 on each side
+
+
+def test_accounting_counts_images_not_faces_and_catches_losses() -> None:
+    outcomes = pa.table({"face_index": pa.array([0, 1, 0, None, None], pa.int32()),
+                         "reason": [None, None, None, "no_face", "unreadable"]})
+    counts = count_outcomes(4, outcomes)  # an image with two faces, one with one, two rejected
+    assert (counts.kept_images, counts.faces, counts.rejected) == (2, 3, 2)
+    assert counts.rejected_by_reason == {"no_face": 1, "unreadable": 1}
+    check_accounting(counts)
+    with pytest.raises(AccountingError, match="5 inputs but 2 kept \\+ 2 rejected"):
+        check_accounting(count_outcomes(5, outcomes))
