@@ -83,7 +83,7 @@ def _run_and_report(pipeline, start_from: str | None, verbose: bool) -> int:
     except PipelineError as exc:
         raise CommandError(str(exc)) from None
     for name, stage in result["stages"].items():
-        print(f"{name:<12} {stage['status']:<8} {stage['output']}")
+        print(f"{name:<12} {stage['status']:<8} {stage['seconds']:>7.1f} s  {stage['output']}")
     if result["mlflow_run_id"]:
         print(f"MLflow run {result['mlflow_run_id']}: mlflow ui --backend-store-uri {_tracking_uri(pipeline)}")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,10 +87,12 @@ def run_pipeline(pipeline: Pipeline, start_from: str | None = None) -> dict[str,
             stage = step.stage
             action = "running" if step.run else "skipping"
             log.info("[%d/%d] %s (%s): %s, %s", number, len(steps), stage.name, stage.uses, action, step.reason)
+            started = time.monotonic()
             summary = _run_stage(pipeline, stage, storage, stages) if step.run else _read_summary(stage, storage)
             pipeline.record_result(stage, summary)
             stages[stage.name] = {"uses": stage.uses, "status": "ran" if step.run else "skipped",
-                                  "output": stage.output, "summary": summary}
+                                  "output": stage.output, "seconds": round(time.monotonic() - started, 1),
+                                  "summary": summary}
             if run is not None:
                 _log_stage_metrics(stage, summary)
         result = {"pipeline": pipeline.name, "root": pipeline.root, "source": pipeline.source,
