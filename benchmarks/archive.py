@@ -186,7 +186,7 @@ def main() -> None:
     results = []
     for size in args.sizes:
         out = subprocess.run([sys.executable, __file__, "--one", str(size), "--crop", str(args.crop),
-                              "--weights", weights, "--workdir", str(workdir)], check=True, capture_output=True,
+                              "--weights", weights, "--workdir", str(workdir)], check=True, stdout=subprocess.PIPE,
                              text=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)

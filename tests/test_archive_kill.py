@@ -13,7 +13,7 @@ import pytest
 
 from archive_support import (CLI, archive_config, command_line, descendants, index_rows, shard_bytes, write_crops,
                              write_random_weights)
-from facezip.tasks.archive import run_archive
+from facezip.tasks.archive import run_archive, run_verify
 
 N_CROPS = 64
 # Small shards and batches so the run commits shard after shard for a few seconds.
@@ -88,9 +88,13 @@ def test_rerun_after_the_process_is_killed_gives_the_same_archive(setup, tmp_pat
     committed = len(list((dest / "index").glob("*.parquet")))
     assert 1 <= committed < N_CROPS // 4, "the kill should land mid-way"
 
-    summary = run_archive(archive_config(weights, *SETTINGS), str(root / "crops"), str(dest), progress=False)
+    (dest / "shards" / f"{committed:05d}.xz.tmp-0badf00d").write_bytes(b"a write the kill cut short")
+
+    cfg = archive_config(weights, *SETTINGS)
+    summary = run_archive(cfg, str(root / "crops"), str(dest), progress=False)
     assert summary["skipped"] == 4 * committed and summary["archived"] == N_CROPS - 4 * committed
     assert_same_archive(dest, root / "reference")
+    assert not list(dest.glob("*/*.tmp-*")) and run_verify(cfg, str(dest), progress=False)["ok"]
 
 
 def test_killing_a_ray_worker_mid_way_loses_nothing(setup, tmp_path):

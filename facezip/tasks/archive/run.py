@@ -8,18 +8,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from facezip.infra.ray_runtime import cluster_cpus, init_ray
 from facezip.infra.readers import Reader, open_reader
-from facezip.infra.storage import Storage, join
+from facezip.infra.storage import Storage, is_remote, join
 from facezip.infra.tracking import start_run
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import Codec
 from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings, SkipRules
-from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, SUCCESS, committed_shards, json_bytes,
+from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, SUCCESS, committed_shards, json_bytes,
                                           read_index, read_json, stats_url)
 from facezip.tasks.archive.shards import ShardWriter
 
@@ -38,6 +39,7 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
     codec = load_model(cfg, storage)  # fails before Ray starts
     model = {"codec": codec.name, "model": cfg.codec.weights, "weights_hash": codec.weights_hash()}
     reader = open_source(src, storage)
+    remove_stale_temporaries(dest)
     rules, first_shard = skip_rules(dest, storage, incremental)
     started = time.monotonic()
     with start_run(cfg, "archive", tags={"facezip.stage": "archive"}) as run:
@@ -83,6 +85,16 @@ def open_source(src: str, storage: Storage) -> Reader:
     if storage.exists(join(src, SUCCESS)) and storage.exists(faces):
         return open_reader(faces, storage, layout="parquet")
     return open_reader(src, storage)
+
+
+def remove_stale_temporaries(dest: str) -> None:
+    """A killed run can leave the temporary files of ``Storage.write_bytes_atomic`` behind
+    (``<name>.tmp-<hex>``, local only: object stores take single PUTs)."""
+    if is_remote(dest):
+        return
+    for folder in (SHARDS, INDEX, STATS):
+        for path in Path(dest, folder).glob("*.tmp-*"):
+            path.unlink(missing_ok=True)
 
 
 def skip_rules(dest: str, storage: Storage, incremental: bool) -> tuple[SkipRules, int]:

@@ -84,8 +84,8 @@ class ShardWriter:
             "id": row["id"], "version": row["version"], "source_uri": row["source_uri"],
             "source_sha256": row["source_sha256"], "identity": row["identity"], "split": row["split"],
             "shard": self.next_shard, "offset": self.offset, "length": len(record), "height": row["height"],
-            "width": row["width"], **self.model,
-            "sha256": hashlib.sha256(record).hexdigest(), "bpp": bits_per_pixel(len(record), row["height"], row["width"]),
+            "width": row["width"], **self.model, "sha256": hashlib.sha256(record).hexdigest(),
+            "bpp": bits_per_pixel(len(record), row["height"], row["width"]),
             "payload_bytes": row["payload_bytes"], "archived_at": datetime.now(timezone.utc),
         })
         self.chunks.append(record)
