@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from facezip.infra.config import load_config
 from facezip.infra.readers import open_reader, parse_lfw_pairs
 from facezip.infra.storage import Storage
 from facezip.pipelines import bundled_pipelines, load_pipeline
-from facezip.pipelines.demo import build_demo_dataset
+from facezip.pipelines.demo import build_demo_dataset, run_demo_data
 from facezip.pipelines.registry import stage_kind
 from facezip.pipelines.spec import read_definition
 
 EXPECTED_STAGES = {
     "celeba": ["detect", "pretrain", "finetune", "archive", "verify", "evaluate"],
-    "demo": ["detect", "pretrain", "finetune", "archive", "verify", "evaluate"],
+    "demo": ["data", "detect", "pretrain", "finetune", "archive", "verify", "evaluate"],
     "nightly": ["archive", "verify"],
 }
 
@@ -49,9 +51,10 @@ def test_nightly_archive_grows_one_archive_incrementally(tmp_path: Path) -> None
     assert pipeline.stage_arguments(pipeline.stage("verify")) == {"dest": f"{tmp_path}/archive"}
 
 
-def test_demo_dataset_is_an_lfw_face_database_and_a_photo_folder(tmp_path: Path) -> None:
-    built = build_demo_dataset(str(tmp_path))
+def test_demo_data_stage_writes_an_lfw_face_database_and_a_photo_folder(tmp_path: Path) -> None:
+    built = run_demo_data(load_config(overrides=["tracking.enabled=false"]), str(tmp_path))
     assert (built["photo_count"], built["face_count"]) == (36, 28)
+    assert json.loads((tmp_path / "_SUCCESS.json").read_text()) == built
     storage = Storage()
     reader = open_reader(built["faces"], storage)
     assert reader.layout == "lfw"

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _pipeline_arguments(run)
     run.set_defaults(func=_run)
 
-    demo = subparsers.add_parser("demo", help="build a tiny dataset from skimage.data and run every stage on it")
+    demo = subparsers.add_parser("demo", help="every stage on a tiny dataset built from skimage.data (no download)")
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. pipeline.root=/tmp/demo device=cpu")
     demo.add_argument("--from", dest="start_from", metavar="STAGE", help="rerun from this stage on")
     add_config_arguments(demo)
@@ -90,17 +90,12 @@ def _run_and_report(pipeline, start_from: str | None, verbose: bool) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from facezip.infra.storage import Storage, join
-    from facezip.pipelines.demo import build_demo_dataset
-
     pipeline = _load("demo", args)
-    built = build_demo_dataset(join(pipeline.root, "data"), Storage.from_config(pipeline.config.storage))
-    print(f"demo data: {built['photo_count']} photos in {built['photos']}, "
-          f"{built['face_count']} faces in {built['faces']}")
     status = _run_and_report(pipeline, args.start_from, args.verbose)
     if status == 0:
-        print(f"archive:    {pipeline.stage('archive').output}\n"
-              f"evaluation: {pipeline.stage('evaluate').output} (report.md, summary.csv, *.png)")
+        print(f"data:       {pipeline.stage('data').output}\n"
+              f"archive:    {pipeline.stage('archive').output} (facezip restore / verify)\n"
+              f"evaluation: {pipeline.stage('evaluate').output} (report.md, summary.csv, rate_*.png, samples.png)")
     return status
 
 

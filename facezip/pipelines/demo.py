@@ -1,6 +1,7 @@
 """A tiny dataset for ``facezip demo``, built from images that ship inside scikit-image.
 
-No download: ``skimage.data``'s bundled photos become a CLIC-style folder for pretraining, and
+It is the first stage of the bundled ``demo`` pipeline (``uses: demo-data``), so the demo runs
+the same way locally and as a Ray Job on a cluster. No download: ``skimage.data``'s bundled photos become a CLIC-style folder for pretraining, and
 its astronaut portrait plus faces of ``lfw_subset`` (25×25, upscaled) become an LFW-layout face
 database with a ``pairs.txt``. Flips, crops and brightness changes turn a dozen photos into a
 few dozen images, enough to run every stage end to end in minutes. Not a benchmark.
@@ -9,13 +10,19 @@ few dozen images, enough to run every stage end to end in minutes. Not a benchma
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
+from typing import Any
+
+import mlflow
 
 import numpy as np
+from omegaconf import DictConfig
 from PIL import Image, ImageEnhance, ImageOps
 from skimage import data as skdata
 
 from facezip.infra.storage import Storage, join
+from facezip.infra.tracking import start_run
 
 PHOTO_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                  "retina", "camera", "coins", "moon", "brick", "gravel")
@@ -26,7 +33,18 @@ DEMO_PEOPLE = 10  # lfw_subset faces used as people, two views each
 SAME_PAIRS = 10  # pairs.txt: one fold of this many same-person and as many different-person pairs
 
 
-def build_demo_dataset(root: str, storage: Storage | None = None) -> dict[str, str]:
+def run_demo_data(cfg: DictConfig, dest: str) -> dict[str, Any]:
+    """Stage entry point: the dataset under ``dest``, then ``dest/_SUCCESS.json``."""
+    storage = Storage.from_config(cfg.storage)
+    with start_run(cfg, "demo-data", tags={"facezip.stage": "demo-data"}) as run:
+        summary = build_demo_dataset(dest, storage)
+        if run is not None:
+            mlflow.log_metrics({"photos": summary["photo_count"], "faces": summary["face_count"]})
+    storage.write_bytes_atomic(join(dest, "_SUCCESS.json"), json.dumps(summary, indent=2).encode())
+    return summary
+
+
+def build_demo_dataset(root: str, storage: Storage | None = None) -> dict[str, Any]:
     """Write ``<root>/photos`` (CLIC-style folder) and ``<root>/faces`` (LFW layout + pairs.txt).
 
     Returns their URIs and the number of images; deterministic, so reruns write the same bytes."""

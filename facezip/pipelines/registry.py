@@ -58,6 +58,7 @@ _STAGES: dict[str, StageKind] = {
     "archive": StageKind("facezip.tasks.archive:run_archive"),
     "verify": StageKind("facezip.tasks.archive:run_verify", output_param=None),
     "evaluate": StageKind("facezip.tasks.evaluate:run_evaluate"),
+    "demo-data": StageKind("facezip.pipelines.demo:run_demo_data"),
 }
 
 
