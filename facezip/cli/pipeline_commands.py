@@ -134,7 +134,7 @@ def _logs(args: argparse.Namespace) -> int:
     client = _client(client_for, args.address)
     try:
         if args.follow:
-            follow_logs(client, args.job_id)
+            print(f"job {args.job_id}: {follow_logs(client, args.job_id).value}", file=sys.stderr)
         else:
             print(client.get_job_logs(args.job_id), end="")
     except RuntimeError as exc:
