@@ -25,7 +25,10 @@ def bd_rate(anchor_rate: Sequence[float], anchor_quality: Sequence[float],
     if not _overlaps(low, high, t_q):
         return math.nan
     mean_diff = _mean_of_fit(t_q, t_log, low, high) - _mean_of_fit(a_q, a_log, low, high)
-    return (10.0**mean_diff - 1.0) * 100.0
+    try:
+        return (10.0**mean_diff - 1.0) * 100.0
+    except OverflowError:  # a wild fit (nearly flat quality curve): "infinitely more bits"
+        return math.inf
 
 
 def bd_quality(anchor_rate: Sequence[float], anchor_quality: Sequence[float],

@@ -29,7 +29,7 @@ def quality_metrics(original: np.ndarray, decoded: np.ndarray) -> dict[str, floa
         raise ValueError(f"decoded image is {decoded.shape}, the original {original.shape}")
     diff = original.astype(np.float64) - decoded.astype(np.float64)
     mse = float(np.mean(diff**2))
-    x, y = (torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].double() for a in (original, decoded))
+    x, y = (torch.tensor(a).permute(2, 0, 1)[None].float() for a in (original, decoded))
     return {"psnr": psnr_from_mse(mse), "ms_ssim": _ms_ssim(x, y), "ssim": _ssim(x, y),
             "l1": float(np.mean(np.abs(diff))) / 255.0, "l2": mse / 255.0**2}
 
