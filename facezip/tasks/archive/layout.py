@@ -24,7 +24,10 @@ SHARDS, INDEX, STATS, MANIFESTS, SUCCESS = "shards", "index", "stats", "manifest
 RECORD_MAGIC = b"FZR"
 RECORD_VERSION = 1
 _DIMS = struct.Struct("<II")  # height, width
-MAX_HEADER_BYTES = len(RECORD_MAGIC) + 2 + 255 + 8 + _DIMS.size
+# The header is zero-padded to this multiple so the payload keeps the alignment the codec's
+# LZMA2 options (lp/pb) assume, as at the start of a .fz stream.
+HEADER_ALIGN = 16
+MAX_HEADER_BYTES = len(RECORD_MAGIC) + 2 + 255 + 8 + _DIMS.size + HEADER_ALIGN
 
 INDEX_SCHEMA = pa.schema([
     ("id", pa.string()), ("version", pa.int32()), ("source_uri", pa.string()), ("source_sha256", pa.string()),
@@ -51,13 +54,13 @@ def stats_url(root: str, shard: int) -> str:
     return join(root, STATS, f"{part_name(shard)}.json")
 
 
-def pack_record(header: FzHeader, payload: bytes) -> bytes:
-    """One complete xz stream of (record header + codec payload)."""
+def pack_record(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] | None = None) -> bytes:
+    """One complete xz stream of (record header + codec payload), with the codec's LZMA2 options."""
     check_dimensions(header.height, header.width)
     name = header.codec.encode("ascii")
-    return xz_compress(b"".join([RECORD_MAGIC, bytes([RECORD_VERSION, len(name)]), name,
-                                 bytes.fromhex(header.weights_hash), _DIMS.pack(header.height, header.width),
-                                 payload]))
+    head = b"".join([RECORD_MAGIC, bytes([RECORD_VERSION, len(name)]), name, bytes.fromhex(header.weights_hash),
+                     _DIMS.pack(header.height, header.width)])
+    return xz_compress(head + bytes(-len(head) % HEADER_ALIGN) + payload, lzma2_options)
 
 
 def unpack_record(record: bytes, height: int, width: int) -> tuple[FzHeader, bytes]:
@@ -81,7 +84,8 @@ def unpack_record(record: bytes, height: int, width: int) -> tuple[FzHeader, byt
     rec_height, rec_width = _DIMS.unpack_from(data, 5 + name_len + 8)
     if (rec_height, rec_width) != (height, width):
         raise FzFormatError(f"record header says {rec_height}×{rec_width}, the index says {height}×{width}")
-    return FzHeader(codec, data[5 + name_len : 5 + name_len + 8].hex(), height, width), data[end:]
+    payload = data[end + -end % HEADER_ALIGN :]
+    return FzHeader(codec, data[5 + name_len : 5 + name_len + 8].hex(), height, width), payload
 
 
 def committed_shards(root: str, storage: Storage) -> list[int]:

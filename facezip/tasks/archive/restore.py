@@ -12,8 +12,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from facezip.infra.storage import Storage, join
-from facezip.models.coding import decode_payload
-from facezip.models.container import FzFormatError
+from facezip.models.coding import check_header_matches, decode_payload, decode_payloads
+from facezip.models.container import FzFormatError, FzHeader
 from facezip.models.registry import Codec
 from facezip.tasks.archive.layout import read_index, shard_url, unpack_record
 
@@ -72,27 +72,51 @@ def check_sha256(record: bytes, row: dict) -> None:
 
 
 def decode_record(codec: Codec, record: bytes, row: dict) -> np.ndarray:
+    return decode_payload(codec, *open_record(codec, record, row))
+
+
+def open_record(codec: Codec, record: bytes, row: dict) -> tuple[FzHeader, bytes]:
+    """The header and payload of a sha256-checked record, after checking they fit ``codec``."""
     try:
         header, payload = unpack_record(record, row["height"], row["width"])
-        return decode_payload(codec, header, payload)
+        check_header_matches(header, codec)
     except FzFormatError as exc:
         raise RecordError(f"record {row['id']!r}: {exc}") from None
+    return header, payload
 
 
 def restore_records(codec: Codec, root: str, ids: Iterable[str] | None, output: str, storage: Storage,
-                    progress: bool = True) -> list[RestoreResult]:
-    """Restore ``ids`` (None: all) as PNG files ``output/<id>.png``; one result per id."""
+                    progress: bool = True, batch_size: int = 32) -> list[RestoreResult]:
+    """Restore ``ids`` (None: all) as PNG files ``output/<id>.png``; one result per id.
+
+    Records are read and checked one by one (a damaged one fails alone) and decoded in batches."""
     reader = ArchiveReader(root, storage)
-    results = []
-    for image_id in tqdm(list(ids) if ids is not None else reader.ids(), desc="restore", unit="img",
-                         disable=not progress):
-        result = RestoreResult(image_id, join(output, f"{image_id}.png"))
-        try:
-            pixels = reader.restore(codec, image_id)
-            buffer = io.BytesIO()
-            Image.fromarray(pixels).save(buffer, "PNG")
-            storage.write_bytes_atomic(result.output, buffer.getvalue())
-        except (RecordError, OSError) as exc:
-            result.output, result.error = None, str(exc)
-        results.append(result)
+    wanted = list(ids) if ids is not None else reader.ids()
+    results = [RestoreResult(image_id, join(output, f"{image_id}.png")) for image_id in wanted]
+    with tqdm(total=len(results), desc="restore", unit="img", disable=not progress) as bar:
+        for start in range(0, len(results), batch_size):
+            chunk = results[start : start + batch_size]
+            opened = [(result, item) for result in chunk if (item := _open(reader, codec, result)) is not None]
+            images = decode_payloads(codec, [item for _, item in opened], batch_size)
+            for (result, _), pixels in zip(opened, images):
+                _write_png(result, pixels, storage)
+            bar.update(len(chunk))
     return results
+
+
+def _open(reader: ArchiveReader, codec: Codec, result: RestoreResult) -> tuple[FzHeader, bytes] | None:
+    try:
+        row = reader.row(result.id)
+        return open_record(codec, reader.read_record(row), row)
+    except RecordError as exc:
+        result.output, result.error = None, str(exc)
+        return None
+
+
+def _write_png(result: RestoreResult, pixels: np.ndarray, storage: Storage) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    try:
+        storage.write_bytes_atomic(result.output, buffer.getvalue())
+    except OSError as exc:
+        result.output, result.error = None, f"cannot write {result.output}: {exc}"

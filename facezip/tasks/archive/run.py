@@ -14,7 +14,7 @@ import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from facezip.infra.ray_runtime import cluster_cpus, init_ray
-from facezip.infra.readers import Reader, open_reader
+from facezip.infra.readers import open_reader
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.infra.tracking import start_run
 from facezip.models.loading import load_codec, weights_to_bytes
@@ -25,7 +25,6 @@ from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, SUCCE
 from facezip.tasks.archive.shards import ShardWriter
 
 log = logging.getLogger(__name__)
-DETECT_FACES = "faces"
 
 
 def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False, progress: bool = True) -> dict:
@@ -34,11 +33,13 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
 
     Shards already committed in ``dest`` are kept: a normal run skips their ids (resuming after
     a crash), an incremental run skips inputs whose source URI and content are archived."""
+    from ray.data import ActorPoolStrategy  # Ray loads only when a stage runs, not for every CLI call
+
     storage = Storage.from_config(cfg.storage)
     settings = cfg.archive
     codec = load_model(cfg, storage)  # fails before Ray starts
     model = {"codec": codec.name, "model": cfg.codec.weights, "weights_hash": codec.weights_hash()}
-    reader = open_source(src, storage)
+    reader = open_reader(src, storage)  # a finished detect output reads as its face crops
     remove_stale_temporaries(dest)
     rules, first_shard = skip_rules(dest, storage, incremental)
     started = time.monotonic()
@@ -49,10 +50,12 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
         encoder = EncoderSettings(codec.name, weights_to_bytes(codec, codec.metadata), cfg.codec.weights,
                                   cfg.device, settings.batch_size, settings.max_image_pixels)
         with _preserve_order():
-            encoded = reader.to_ray_dataset().map_batches(
+            # Small blocks (streaming, order kept) so every actor gets work even from one big Parquet file.
+            inputs = reader.to_ray_dataset().repartition(target_num_rows_per_block=4 * settings.batch_size)
+            encoded = inputs.map_batches(
                 ArchiveEncoder, fn_constructor_kwargs={"settings": encoder, "rules": rules},
                 batch_size=settings.batch_size, batch_format="pyarrow",
-                concurrency=settings.num_actors or max(1, int(cluster_cpus())),
+                compute=ActorPoolStrategy(size=settings.num_actors or max(1, int(cluster_cpus()))),
                 num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor)
             for batch in encoded.iter_batches(batch_format="pyarrow", batch_size=None):
                 writer.add(batch)
@@ -76,15 +79,6 @@ def load_model(cfg: DictConfig, storage: Storage) -> Codec:
     if cfg.tracking.uri:
         mlflow.set_tracking_uri(cfg.tracking.uri)
     return load_codec(cfg.codec.name, cfg.codec.weights, "cpu", storage)
-
-
-def open_source(src: str, storage: Storage) -> Reader:
-    """A finished detect output (``_SUCCESS.json`` + ``faces/``) gives its crops; anything else
-    is read as a dataset, so whole images are archived."""
-    faces = join(src, DETECT_FACES)
-    if storage.exists(join(src, SUCCESS)) and storage.exists(faces):
-        return open_reader(faces, storage, layout="parquet")
-    return open_reader(src, storage)
 
 
 def remove_stale_temporaries(dest: str) -> None:
