@@ -171,7 +171,8 @@ def test_pretrain_logs_to_mlflow_server_and_resumes(ray_local, photos, tmp_path,
 
 
 def test_finetune_on_face_crops_sqlite_and_s3_checkpoints(ray_local, face_crops, facenet_file, tmp_path,
-                                                          mlflow_sqlite, s3_bucket):
+                                                          mlflow_sqlite, s3_bucket, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns of the driver
     storage, bucket = s3_bucket
     pretrained = tmp_path / "start.pt"
     from facezip.models import create_codec
@@ -196,5 +197,8 @@ def test_finetune_on_face_crops_sqlite_and_s3_checkpoints(ray_local, face_crops,
     cosine = _history(client, run_id, "val_facenet_cosine")
     assert all(0.0 < value <= 1.0 for _, value in cosine)
     assert _history(client, run_id, "train_facenet_l2") and _history(client, run_id, "train_pixel_l2")
+    grids = [a.path for a in client.list_artifacts(run_id, "reconstructions")]
+    assert grids == ["reconstructions/epoch_000.png", "reconstructions/epoch_001.png"]
+    assert (tmp_path / "mlruns").is_dir()
     trained = load_codec("binarized-cae", summary["weights"])
     assert trained.weights_hash() != load_codec("binarized-cae", str(pretrained)).weights_hash()
