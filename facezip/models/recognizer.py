@@ -62,7 +62,7 @@ class Recognizer:
         return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255)
+        x = torch.tensor(image).permute(2, 0, 1)[None].float().div_(255)  # a copy: decoded arrays are read-only
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               antialias=True, align_corners=False)

@@ -38,7 +38,8 @@ def rate_curve(summaries: Sequence[dict], column: str, ylabel: str, judge: str |
     axes.set_ylabel(ylabel)
     axes.set_title(f"rate–{ylabel}" + (f"\njudge: {judge}" if judge else ""), fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:  # nothing measurable (e.g. no pairs): an empty plot, no legend
+        axes.legend(fontsize=8)
     return _png(figure)
 
 
