@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Cluster:
+    address: str
+    head_log: Path
+
+    def log_tail(self) -> str:
+        """For failure messages: a head that died (e.g. someone ran `ray stop`) says so here."""
+        return self.head_log.read_text(errors="replace")[-3000:]
+
+
 @pytest.fixture(scope="module")
-def cluster_address():
+def cluster():
     temp_dir = tempfile.mkdtemp(prefix="fzray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     ports = {option: _free_port() for option in PORT_OPTIONS}
     command = [shutil.which("ray", path=os.path.dirname(sys.executable)), "start", "--head", "--block",
@@ -56,7 +67,7 @@ def cluster_address():
     address = f"http://127.0.0.1:{ports['dashboard-port']}"
     try:
         _wait_for_jobs_api(address, head, log_path)
-        yield address
+        yield Cluster(address, log_path)
     finally:
         _stop(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -107,10 +118,10 @@ def tiny_pipeline(tmp_path: Path) -> Path:
     return definition
 
 
-def test_submit_a_pipeline_follow_it_and_find_its_outputs(cluster_address: str, tiny_pipeline: Path, capsys) -> None:
-    root = tiny_pipeline.parent / "run"
+def test_submit_a_pipeline_follow_it_and_find_its_outputs(cluster: Cluster, tiny_pipeline: Path, capsys) -> None:
+    root, cluster_address = tiny_pipeline.parent / "run", cluster.address
     assert main(["submit", str(tiny_pipeline), "--address", cluster_address,
-                 f"pipeline.root={root}", "tracking.enabled=false"]) == 0
+                 f"pipeline.root={root}", "tracking.enabled=false"]) == 0, cluster.log_tail()
     job_id = capsys.readouterr().out.strip().splitlines()[-1]
     assert job_id.startswith("raysubmit_")
 
@@ -123,7 +134,7 @@ def test_submit_a_pipeline_follow_it_and_find_its_outputs(cluster_address: str, 
     log = capsys.readouterr().out
     assert "[2/2] verify (verify): running" in log
     assert main(["status", job_id, "--address", cluster_address]) == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "SUCCEEDED", log[-3000:]
+    assert json.loads(capsys.readouterr().out)["status"] == "SUCCEEDED", log[-3000:] + cluster.log_tail()
 
     archived = json.loads((root / "archive" / "_SUCCESS.json").read_text())
     verified = json.loads((root / "verify" / "_SUCCESS.json").read_text())
@@ -132,6 +143,7 @@ def test_submit_a_pipeline_follow_it_and_find_its_outputs(cluster_address: str, 
     assert [stage["status"] for stage in summary["stages"].values()] == ["ran", "ran"]
 
 
-def test_status_of_an_unknown_job_is_an_error(cluster_address: str, capsys) -> None:
-    assert main(["status", "raysubmit_nope", "--address", cluster_address]) == 2
-    assert "job raysubmit_nope" in capsys.readouterr().err
+def test_status_of_an_unknown_job_is_an_error(cluster: Cluster, capsys) -> None:
+    assert main(["status", "raysubmit_nope", "--address", cluster.address]) == 2
+    error = capsys.readouterr().err
+    assert "job raysubmit_nope" in error and "does not exist" in error, error + cluster.log_tail()
