@@ -63,12 +63,21 @@ def test_bd_rate_known_answer_when_the_test_codec_needs_80_percent_of_the_bits()
     assert bd_rate(rate, psnr, 2 * rate, psnr) == pytest.approx(100.0, abs=1e-9)
 
 
-def test_bd_quality_known_answer_on_cubic_curves():
+def test_bd_quality_known_answer_on_curved_curves():
     rate = np.array([0.1, 0.3, 0.9, 2.7, 8.1])
     log_rate = np.log10(rate)
     quality = 0.9 + 0.05 * log_rate - 0.02 * log_rate**2 + 0.01 * log_rate**3
     assert bd_quality(rate, quality, rate, quality + 0.5) == pytest.approx(0.5, abs=1e-9)
     assert bd_rate(rate, quality, rate, quality) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bd_rate_does_not_oscillate_when_quality_saturates():
+    # LFW-dev numbers: JPEG q10…q90 cosine climbs to 0.999; a polynomial through these four points
+    # swings so far that a codec needing more bits got −96 %. Read off the curve it is ≈ +160 %.
+    jpeg_bpp, jpeg_cosine = [0.505, 0.775, 0.977, 2.095], [0.8553, 0.9762, 0.9882, 0.9987]
+    assert 100 < bd_rate(jpeg_bpp, jpeg_cosine, [1.392], [0.8939]) < 250
+    with pytest.raises(ValueError, match="distinct"):  # accuracy saturated at 1.0: no curve to read
+        bd_rate(jpeg_bpp, [1.0] * 4, [1.392], [1.0])
 
 
 def test_bd_of_a_single_point_reads_the_anchor_fit_and_refuses_to_extrapolate():
