@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,9 +23,6 @@ from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, SUCCE
                                           read_index, read_json, stats_url)
 from facezip.tasks.archive.shards import ShardWriter
 
-log = logging.getLogger(__name__)
-
-
 def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False, progress: bool = True) -> dict:
     """Archive every image of ``src`` (a detect output's face crops, or any dataset
     ``open_reader`` reads) into ``dest``; returns the summary also written to ``_SUCCESS.json``.
@@ -41,6 +37,7 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
     model = {"codec": codec.name, "model": cfg.codec.weights, "weights_hash": codec.weights_hash()}
     reader = open_reader(src, storage)  # a finished detect output reads as its face crops
     remove_stale_temporaries(dest)
+    _remove(join(dest, SUCCESS), storage)  # until this run succeeds, dest must not look complete
     rules, first_shard = skip_rules(dest, storage, incremental)
     started = time.monotonic()
     with start_run(cfg, "archive", tags={"facezip.stage": "archive"}) as run:
@@ -119,6 +116,12 @@ def _summary(src: str, dest: str, incremental: bool, writer: ShardWriter, model:
         "images_per_s": round(totals["archived"] / duration, 2) if duration else 0.0, **model,
         "shards": join(dest, SHARDS), "index": join(dest, INDEX),
     }
+
+
+def _remove(url: str, storage: Storage) -> None:
+    fs, path = storage.fs(url)
+    if fs.exists(path):
+        fs.rm(path)
 
 
 @contextlib.contextmanager
