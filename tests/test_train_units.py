@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from facezip.infra.config import load_config
+from facezip.models import create_codec
 from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
 from facezip.tasks.train.data import BatchMaker, _is_validation
@@ -101,3 +102,22 @@ def test_registered_model_errors(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(ValueError, match="cannot fetch models:/nobody/1"):
         load_codec("binarized-cae", "models:/nobody/1")
+
+
+def test_eq2_loss_on_a_fixed_batch_goes_down(astronaut):
+    """A few Adam steps of the phase-2 loss (pixel L2 + FaceNet L2) on one fixed face batch."""
+    torch.manual_seed(0)
+    codec = create_codec("binarized-cae").train()
+    loss_fn = FaceNetLoss(load_facenet("none"), pixel_weight=1.0, facenet_weight=1.0)
+    face = torch.from_numpy(astronaut[37:197, 144:304].copy()).permute(2, 0, 1).float().div(255)
+    x = torch.stack([face, face.flip(-1)])
+    boxes = torch.tensor([[30.0, 20.0, 130.0, 140.0]] * 2)
+    optimizer = torch.optim.Adam(codec.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        terms = loss_fn(codec(x)["x_hat"], x, boxes)
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+        losses.append(float(terms["loss"]))
+    assert losses[-1] < 0.8 * losses[0]
