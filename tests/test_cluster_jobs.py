@@ -12,12 +12,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,17 +25,12 @@ from facezip.cli import main
 from facezip.models.loading import weights_to_bytes
 from facezip.models.registry import create_codec
 from facezip.pipelines.demo import build_demo_dataset
+from tests.conftest import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 PORT_OPTIONS = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
                 "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
                 "node-manager-port", "object-manager-port")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -54,7 +46,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster():
     temp_dir = tempfile.mkdtemp(prefix="fzray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    ports = {option: _free_port() for option in PORT_OPTIONS}
+    ports = {option: free_port() for option in PORT_OPTIONS}
     command = [shutil.which("ray", path=os.path.dirname(sys.executable)), "start", "--head", "--block",
                "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--include-dashboard", "true",
                "--dashboard-host", "127.0.0.1", "--temp-dir", temp_dir, "--disable-usage-stats",
@@ -66,25 +58,11 @@ def cluster():
         head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     address = f"http://127.0.0.1:{ports['dashboard-port']}"
     try:
-        _wait_for_jobs_api(address, head, log_path)
+        wait_for_http(f"{address}/api/version", head, log_path, "ray start --head", timeout=180)
         yield Cluster(address, log_path)
     finally:
         _stop(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _wait_for_jobs_api(address: str, head: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if head.poll() is not None:
-            pytest.fail(f"ray start exited: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{address}/api/version", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"no Jobs API at {address} after {timeout} s: {log.read_text()[-3000:]}")
 
 
 def _stop(head: subprocess.Popen) -> None:

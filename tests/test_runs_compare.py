@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
-import pytest
 from PIL import Image
 
 from facezip.cli import main
@@ -45,42 +37,6 @@ def _done(dest: str, summary: dict) -> dict:
 
 register_stage("compare-detect", fake_detect)
 register_stage("compare-evaluate", fake_evaluate)
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory) -> str:
-    """``mlflow server`` on a free port; stopped (its process group only) at the end."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1",
-               "--port", str(port), "--backend-store-uri", f"sqlite:///{root}/db",
-               "--default-artifact-root", str(root / "artifacts")]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(root / "server.log", "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(uri, server, root / "server.log")
-        yield uri
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its gunicorn/uvicorn workers, nothing else
-        server.wait(timeout=30)
-
-
-def _wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {timeout} s: {log.read_text()[-2000:]}")
 
 
 def _run(tmp_path: Path, uri: str, seed: int) -> str:

@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -96,35 +90,6 @@ def facenet_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("facenet") / "casia-webface.pt"
     torch.save(convert_frozen_graph(graph), path)
     return path
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` process (sqlite backend, local artifact root)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'db'}", "--default-artifact-root", str(root / "art")],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("mlflow server did not become healthy")
-            time.sleep(1)
-    yield uri
-    process.terminate()
-    process.wait(timeout=30)
 
 
 def _history(client: mlflow.MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
