@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim, ssim
 
+from facezip.models.losses import ms_ssim_window as training_ms_ssim_window
+
 QUALITY_METRICS = ("psnr", "ms_ssim", "ssim", "l1", "l2")
-_MS_SSIM_SCALES = 5  # pytorch-msssim's default weights: the image is halved 4 times
 
 
 def rate_metrics(n_bytes: int, height: int, width: int, source_bytes: int) -> dict[str, float]:
@@ -39,12 +40,12 @@ def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
 
 
 def ms_ssim_window(smaller_side: int) -> int | None:
-    """The largest odd Gaussian window (≤ 11) that survives MS-SSIM's four halvings, or None
-    for images too small for MS-SSIM (below 33 px); 160-px faces get 9."""
-    for window in range(11, 2, -2):
-        if smaller_side > (window - 1) * 2 ** (_MS_SSIM_SCALES - 1):
-            return window
-    return None
+    """Training's window choice (``models.losses.ms_ssim_window``: 160-px faces get 9), or None
+    for images too small for MS-SSIM (below 33 px), which are then not measured."""
+    try:
+        return training_ms_ssim_window(smaller_side)
+    except ValueError:
+        return None
 
 
 def _ms_ssim(x: torch.Tensor, y: torch.Tensor) -> float:
