@@ -21,6 +21,7 @@ from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.coding import bits_per_pixel, decode_file, encode_images
 from facezip.models.container import FzFormatError, read_header
 from facezip.models.registry import Codec
+from facezip.tasks.evaluate.metrics import psnr_from_mse
 
 
 @dataclass
@@ -136,5 +137,4 @@ def sample_face() -> np.ndarray:
 
 def psnr(reference: np.ndarray, restored: np.ndarray) -> float:
     """PSNR in dB of 8-bit images (inf when identical)."""
-    mse = np.mean((reference.astype(np.float64) - restored.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    return psnr_from_mse(float(np.mean((reference.astype(np.float64) - restored.astype(np.float64)) ** 2)))
