@@ -10,7 +10,7 @@ import torch
 
 from facezip.models import create_codec
 from facezip.models.coding import decode_file, encode_images
-from facezip.models.container import MAGIC, FzFormatError, FzHeader, pack_fz, read_header, unpack_fz
+from facezip.models.container import MAGIC, PAYLOAD_XZ, FzFormatError, FzHeader, pack_fz, read_header, unpack_fz
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +25,25 @@ def good(codec) -> bytes:
 
 
 def _header_end(data: bytes) -> int:
-    return len(MAGIC) + 2 + data[len(MAGIC) + 1] + 8 + 12
+    return len(MAGIC) + 3 + data[len(MAGIC) + 2] + 8 + 12
 
 
 def test_header_fields(codec, good):
-    header, stream = read_header(good)
+    header, stream, coding = read_header(good)
     assert header == FzHeader("binarized-cae", codec.weights_hash(), 24, 40)
-    assert stream[:6] == b"\xfd7zXZ\x00"  # a standard xz stream
+    assert coding == PAYLOAD_XZ and stream[:6] == b"\xfd7zXZ\x00"  # a standard xz stream
+
+
+def test_stored_payloads_and_version_1_files_read():
+    header = FzHeader("binarized-cae", "ab" * 8, 16, 16)
+    stored = pack_fz(header, b"rans bytes", stored=True)
+    assert unpack_fz(stored) == (header, b"rans bytes")
+    as_v1 = bytearray(pack_fz(header, b"codes"))
+    del as_v1[len(MAGIC) + 1]  # version 1 had no coding byte and always xz
+    as_v1[len(MAGIC)] = 1
+    assert unpack_fz(bytes(as_v1)) == (header, b"codes")
+    with pytest.raises(FzFormatError, match="larger than the image can need"):
+        unpack_fz(pack_fz(header, bytes(100_000), stored=True))
 
 
 @pytest.mark.parametrize("mutate, message", [

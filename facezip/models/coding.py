@@ -37,7 +37,8 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def encode_images(codec: Codec, images: Sequence[np.ndarray], batch_size: int = 16) -> list[bytes]:
     """RGB uint8 images → complete ``.fz`` files, in input order."""
     weights_hash = codec.weights_hash()
-    return [pack_fz(FzHeader(codec.name, weights_hash, *image.shape[:2]), payload, codec.xz_options)
+    return [pack_fz(FzHeader(codec.name, weights_hash, *image.shape[:2]), payload, codec.xz_options,
+                   stored=codec.entropy_coded)
             for image, payload in zip(images, encode_payloads(codec, images, batch_size))]
 
 

@@ -11,7 +11,8 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = b"\x89FZ\n"  # non-ASCII first byte and a newline catch text-mode transfer damage, as PNG's do
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the payload-coding byte; version 1 files (always xz) still read
+PAYLOAD_XZ, PAYLOAD_STORED = 0, 1  # stored: the codec entropy-codes its payload itself, xz would only add framing
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28
 _SIZES = struct.Struct("<III")  # height, width, payload length
@@ -65,33 +66,46 @@ def max_payload_bytes(height: int, width: int) -> int:
     return 3 * height * width + 4096
 
 
-def pack_fz(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] | None = None) -> bytes:
+def pack_fz(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] | None = None,
+            stored: bool = False) -> bytes:
+    """A ``.fz`` file; ``stored`` keeps an entropy-coded payload as is instead of an xz stream."""
     check_dimensions(header.height, header.width)
     name = header.codec.encode("ascii")
     if not 1 <= len(name) <= 255:
         raise ValueError(f"codec name '{header.codec}' must be 1..255 ASCII characters")
-    stream = xz_compress(payload, lzma2_options)
-    return b"".join([MAGIC, bytes([FORMAT_VERSION, len(name)]), name, bytes.fromhex(header.weights_hash),
+    stream = payload if stored else xz_compress(payload, lzma2_options)
+    coding = PAYLOAD_STORED if stored else PAYLOAD_XZ
+    return b"".join([MAGIC, bytes([FORMAT_VERSION, coding, len(name)]), name, bytes.fromhex(header.weights_hash),
                      _SIZES.pack(header.height, header.width, len(stream)), stream])
 
 
 def unpack_fz(data: bytes) -> tuple[FzHeader, bytes]:
     """Parse and check a ``.fz`` file; returns its header and the codec payload (xz undone)."""
-    header, stream = read_header(data)
-    return header, xz_decompress(stream, max_payload_bytes(header.height, header.width))
+    header, stream, coding = read_header(data)
+    limit = max_payload_bytes(header.height, header.width)
+    if coding == PAYLOAD_XZ:
+        return header, xz_decompress(stream, limit)
+    if len(stream) > limit:
+        raise FzFormatError(f"stored payload of {len(stream)} bytes is larger than the image can need")
+    return header, stream
 
 
-def read_header(data: bytes) -> tuple[FzHeader, bytes]:
-    """Parse the header only; returns it with the (still compressed) xz stream."""
+def read_header(data: bytes) -> tuple[FzHeader, bytes, int]:
+    """Parse the header only; returns it with the payload still in its coding (PAYLOAD_XZ or PAYLOAD_STORED)."""
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise FzFormatError("not a .fz file (wrong magic bytes)")
     pos = len(MAGIC)
-    if len(data) < pos + 2:
+    if len(data) < pos + 3:
         raise FzFormatError("truncated header")
-    version, name_len = data[pos], data[pos + 1]
-    if version != FORMAT_VERSION:
-        raise FzFormatError(f"unknown .fz format version {version} (this facezip reads version {FORMAT_VERSION})")
-    pos += 2
+    version = data[pos]
+    if version not in (1, FORMAT_VERSION):
+        raise FzFormatError(f"unknown .fz format version {version} (this facezip reads versions 1–{FORMAT_VERSION})")
+    coding = data[pos + 1] if version >= 2 else PAYLOAD_XZ
+    if coding not in (PAYLOAD_XZ, PAYLOAD_STORED):
+        raise FzFormatError(f"unknown payload coding {coding}")
+    pos += 1 if version == 1 else 2
+    name_len = data[pos]
+    pos += 1
     end = pos + name_len + 8 + _SIZES.size
     if len(data) < end:
         raise FzFormatError("truncated header")
@@ -107,4 +121,4 @@ def read_header(data: bytes) -> tuple[FzHeader, bytes]:
         raise FzFormatError(f"truncated data: header announces {length} payload bytes, file has {len(stream)}")
     if len(stream) > length:
         raise FzFormatError(f"{len(stream) - length} stray bytes after the payload")
-    return FzHeader(codec, weights_hash, height, width), stream
+    return FzHeader(codec, weights_hash, height, width), stream, coding

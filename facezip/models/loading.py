@@ -14,15 +14,34 @@ from typing import Any
 import torch
 
 from facezip.infra.storage import Storage
-from facezip.models.registry import Codec, create_codec
+from facezip.models.registry import Codec, codec_class, create_codec
 
 WEIGHTS_FORMAT = "facezip-weights/1"
 BUNDLED = "bundled"
 REGISTRY_SCHEME = "models:/"
 
 
-def bundled_weights_path(codec_name: str):
-    return resources.files("facezip.models") / "weights" / f"{codec_name}.pt"
+def bundled_weights_path(codec_name: str, level: int | None = None):
+    """``weights/<codec>.pt``, or ``weights/<codec>-l<level>.pt`` for a rung of a rate ladder
+    (``level`` None: the codec's ``default_level``)."""
+    level = codec_class(codec_name).default_level if level is None else level
+    suffix = "" if level is None else f"-l{level}"
+    return resources.files("facezip.models") / "weights" / f"{codec_name}{suffix}.pt"
+
+
+def bundled_levels(codec_name: str) -> list[int]:
+    """The rungs of ``codec_name``'s bundled rate ladder, lowest rate first ([] without a ladder)."""
+    prefix = f"{codec_name}-l"
+    names = (entry.name for entry in (resources.files("facezip.models") / "weights").iterdir())
+    return sorted(int(n[len(prefix):-3]) for n in names if n.startswith(prefix) and n[len(prefix):-3].isdigit())
+
+
+def load_ladder(codec_name: str, device: torch.device | str = "cpu") -> dict[int, Codec]:
+    """Every bundled rung of ``codec_name``: ``{level: codec}``, lowest rate first."""
+    levels = bundled_levels(codec_name)
+    if not levels:
+        raise ValueError(f"codec '{codec_name}' has no bundled rate ladder")
+    return {level: load_codec(codec_name, BUNDLED, device, level=level) for level in levels}
 
 
 def weights_to_bytes(codec: Codec, metadata: dict[str, Any] | None = None) -> bytes:
@@ -49,22 +68,31 @@ def codec_from_bytes(data: bytes, source: str, expected_codec: str | None = None
 
 
 def load_codec(name: str, weights: str, device: torch.device | str = "cpu",
-               storage: Storage | None = None) -> Codec:
+               storage: Storage | None = None, level: int | None = None) -> Codec:
     """A codec ready for inference. ``weights``: ``bundled``, a local path, an fsspec URL or a
-    registered MLflow model ``models:/<name>/<version>`` (from the tracking URI MLflow is set to)."""
+    registered MLflow model ``models:/<name>/<version>`` (from the tracking URI MLflow is set to).
+    ``level`` picks a rung of the bundled rate ladder (``codec.level``, ``--level N``)."""
+    if level is not None and weights != BUNDLED:
+        raise ValueError(f"codec.level={level} picks bundled weights, but codec.weights is {weights}; "
+                         "give one or the other")
     if weights.startswith(REGISTRY_SCHEME):
         data, source = registered_weights(weights, name), weights
     elif weights == BUNDLED:
-        path = bundled_weights_path(name)
+        path = bundled_weights_path(name, level)
         if not path.is_file():
-            raise ValueError(f"no bundled weights for codec '{name}'; give codec.weights=PATH")
+            levels = bundled_levels(name)
+            hint = f"bundled levels: {', '.join(map(str, levels))}" if levels else "give codec.weights=PATH"
+            raise ValueError(f"no bundled weights for codec '{name}'"
+                             + (f" at level {level}" if level is not None else "") + f"; {hint}")
         data, source = path.read_bytes(), f"bundled weights of {name}"
     else:
         try:
             data, source = (storage or Storage()).read_bytes(weights), weights
         except FileNotFoundError:
             raise ValueError(f"codec.weights: file not found: {weights}") from None
-    return codec_from_bytes(data, source, expected_codec=name).to(device).freeze()
+    codec = codec_from_bytes(data, source, expected_codec=name).to(device).freeze()
+    codec.level = (level if level is not None else codec.default_level) if weights == BUNDLED else None
+    return codec
 
 
 def registered_weights(model_uri: str, codec_name: str) -> bytes:

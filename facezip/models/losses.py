@@ -44,11 +44,12 @@ def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class PretrainLoss(nn.Module):
-    """Phase 1: ``l1_weight · L1 + ms_ssim_weight · (1 − MS-SSIM)``."""
+    """Phase 1: ``λ · (l1_weight · L1 + ms_ssim_weight · (1 − MS-SSIM))``; λ weighs the
+    distortion against the rate for codecs that learn one (``facezip.models.losses.with_rate``)."""
 
-    def __init__(self, l1_weight: float = 1.0, ms_ssim_weight: float = 1.0) -> None:
+    def __init__(self, l1_weight: float = 1.0, ms_ssim_weight: float = 1.0, lmbda: float = 1.0) -> None:
         super().__init__()
-        self.l1_weight, self.ms_ssim_weight = l1_weight, ms_ssim_weight
+        self.l1_weight, self.ms_ssim_weight = lmbda * l1_weight, lmbda * ms_ssim_weight
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         l1 = F.l1_loss(x_hat, x)
@@ -57,7 +58,8 @@ class PretrainLoss(nn.Module):
 
 
 class FaceNetLoss(nn.Module):
-    """Phase 2, eq. 2: ``a · L2(x, x̂) + b · L2(FaceNet(x_face), FaceNet(x̂_face))``.
+    """Phase 2, eq. 2: ``λ · a · L2(x, x̂) + b · L2(FaceNet(x_face), FaceNet(x̂_face))`` (λ = 1 in
+    the paper; with a learned rate R the objective is R + λ·D + b·identity, ``with_rate``).
 
     ``boxes`` ``(N, 4)`` are the ground truth's MTCNN boxes ``[x1, y1, x2, y2]`` in pixels of
     ``x``; the same box cuts ``x`` and ``x̂`` and ``roi_align`` resizes both to FaceNet's
@@ -67,11 +69,12 @@ class FaceNetLoss(nn.Module):
     FaceNet must be frozen and in eval mode (``facezip.models.facenet.load_facenet``).
     """
 
-    def __init__(self, facenet: nn.Module, pixel_weight: float = 1.0, facenet_weight: float = 1.0) -> None:
+    def __init__(self, facenet: nn.Module, pixel_weight: float = 1.0, facenet_weight: float = 1.0,
+                 lmbda: float = 1.0) -> None:
         super().__init__()
         if facenet.training or any(p.requires_grad for p in facenet.parameters()):
             raise ValueError("FaceNetLoss needs a frozen FaceNet in eval mode (use load_facenet)")
-        self.facenet, self.pixel_weight, self.facenet_weight = facenet, pixel_weight, facenet_weight
+        self.facenet, self.pixel_weight, self.facenet_weight = facenet, lmbda * pixel_weight, facenet_weight
 
     def train(self, mode: bool = True) -> "FaceNetLoss":
         super().train(mode)
@@ -92,3 +95,12 @@ class FaceNetLoss(nn.Module):
         facenet_l2 = (self.embed_faces(x_hat, boxes) - target).pow(2).sum(1).mean()
         return {"pixel_l2": pixel_l2, "facenet_l2": facenet_l2,
                 "loss": self.pixel_weight * pixel_l2 + self.facenet_weight * facenet_l2}
+
+
+def with_rate(terms: dict[str, torch.Tensor], bits: torch.Tensor, pixels: int) -> dict[str, torch.Tensor]:
+    """Add the estimated rate ``R`` (bits per pixel) to a distortion loss when the codec learns it
+    (its bit estimate has a gradient); a fixed-rate codec's loss stays the distortion alone."""
+    bpp = bits.sum() / pixels
+    if not bits.requires_grad:
+        return {**terms, "bpp": bpp.detach()}
+    return {**terms, "bpp": bpp, "distortion": terms["loss"], "loss": bpp + terms["loss"]}

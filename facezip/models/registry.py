@@ -28,6 +28,10 @@ class Codec(nn.Module, ABC):
     name: ClassVar[str] = ""
     # LZMA2 literal/position bits (lc, lp, pb) suited to the payload layout; {} = xz's defaults
     xz_options: ClassVar[dict[str, int]] = {}
+    # True when the payload is already entropy-coded (rANS …): containers store it, xz would only add framing
+    entropy_coded: ClassVar[bool] = False
+    # codecs shipped as a rate ladder (weights/<name>-l<N>.pt): the rung used when none is asked for
+    default_level: ClassVar[int | None] = None
 
     @property
     @abstractmethod
@@ -49,6 +53,17 @@ class Codec(nn.Module, ABC):
     @abstractmethod
     def architecture(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this codec (saved beside its weights)."""
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """A loss for ``aux_parameters`` alone (entropy models' quantiles), or None."""
+        return None
+
+    def aux_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained only through ``aux_loss``, by their own optimizer."""
+        return []
+
+    def refresh_entropy_model(self) -> None:
+        """Rebuild entropy-coding tables from the weights after training; codecs without any: nothing."""
 
     def freeze(self) -> "Codec":
         """Inference mode: eval, no gradients, and the weights hash computed once."""

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from facezip.infra.images import ImageError, decode_image
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.coding import bits_per_pixel, decode_file, encode_images
-from facezip.models.container import FzFormatError, read_header
+from facezip.models.container import PAYLOAD_STORED, FzFormatError, read_header
 from facezip.models.registry import Codec
 from facezip.tasks.evaluate.metrics import psnr_from_mse
 
@@ -80,9 +80,10 @@ def decompress_files(codec: Codec, inputs: Sequence[str], output: str, storage: 
 
 def describe_file(data: bytes) -> dict[str, object]:
     """The header of a ``.fz`` file and its rate, for ``facezip info``."""
-    header, stream = read_header(data)
+    header, stream, coding = read_header(data)
     return {"codec": header.codec, "weights_hash": header.weights_hash, "height": header.height,
             "width": header.width, "file_bytes": len(data), "payload_bytes": len(stream),
+            "payload_coding": "stored (entropy-coded by the codec)" if coding == PAYLOAD_STORED else "xz",
             "bpp": round(bits_per_pixel(len(data), header.height, header.width), 4)}
 
 

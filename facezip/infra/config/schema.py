@@ -44,6 +44,9 @@ class CodecConfig:
     name: str = "binarized-cae"
     # "bundled" (shipped with facezip), a local path, an s3:// URI or models:/<name>/<version>
     weights: str = "bundled"
+    # rung of a codec's rate ladder for bundled weights (mean-scale-hyperprior: 1 = fewest bytes …
+    # 4 = best quality); None = the codec's default rung. `--level N` on the command line.
+    level: Optional[int] = None
 
 
 @dataclass
@@ -58,8 +61,17 @@ class BinarizedCAEConfig:
 
 
 @dataclass
+class MeanScaleHyperpriorConfig:
+    """Architecture of a new mean-scale-hyperprior model: N transform channels, M latent channels."""
+
+    N: int = 64
+    M: int = 96
+
+
+@dataclass
 class CodecArchitectures:
     binarized_cae: BinarizedCAEConfig = field(default_factory=BinarizedCAEConfig)
+    mean_scale_hyperprior: MeanScaleHyperpriorConfig = field(default_factory=MeanScaleHyperpriorConfig)
 
 
 @dataclass

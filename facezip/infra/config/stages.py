@@ -35,6 +35,7 @@ class PretrainConfig:
     weight_decay: float = 0.0
     l1_weight: float = 1.0
     ms_ssim_weight: float = 1.0
+    crops_per_image: int = 1  # random crops of each photo per epoch: a few dozen photos make few steps otherwise
 
 
 @dataclass
@@ -58,6 +59,11 @@ class TrainConfig:
     crop_size: int = 128  # pretrain: random crops; finetune: face crops are resized to it
     lr: Optional[float] = None  # None: the phase's own lr (pretrain.lr / finetune.lr)
     max_steps_per_epoch: Optional[int] = None  # None: one pass over the worker's shard
+    # λ in R + λ·D + b·identity: the pixel distortion's weight against the estimated rate R (bpp) of
+    # codecs with an entropy model (mean-scale-hyperprior); binarized-cae's rate is fixed, λ = 1 keeps eq. 2
+    lmbda: float = 1.0
+    aux_lr: float = 1e-3  # Adam on entropy-bottleneck quantiles (their auxiliary loss), as CompressAI trains them
+    clip_grad_norm: Optional[float] = None  # e.g. 1.0 as CompressAI's example training for hyperpriors
     val_fraction: float = 0.1  # held out by a hash of the image id (or the dataset's own split)
     max_val_images: int = 16  # validation metrics and the reconstruction grid, on rank 0
     log_every_steps: int = 10

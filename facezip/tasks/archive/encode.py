@@ -71,9 +71,8 @@ class ArchiveEncoder:
             payloads = encode_payloads(self.codec, [image for _, image in pending], self.settings.batch_size)
             for (row, image), payload in zip(pending, payloads):
                 header = FzHeader(self.codec.name, self.weights_hash, *image.shape[:2])
-                row.update(record=pack_record(header, payload, self.codec.xz_options), height=header.height,
-                           width=header.width,
-                           payload_bytes=len(payload))
+                record = pack_record(header, payload, self.codec.xz_options, stored=self.codec.entropy_coded)
+                row.update(record=record, height=header.height, width=header.width, payload_bytes=len(payload))
         return pa.Table.from_pylist([o for o, _ in out], schema=ENCODED_SCHEMA)
 
     def _classify(self, row: dict):

@@ -54,12 +54,17 @@ def stats_url(root: str, shard: int) -> str:
     return join(root, STATS, f"{part_name(shard)}.json")
 
 
-def pack_record(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] | None = None) -> bytes:
-    """One complete xz stream of (record header + codec payload), with the codec's LZMA2 options."""
+def pack_record(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] | None = None,
+                stored: bool = False) -> bytes:
+    """One record: an xz stream of (record header + codec payload) with the codec's LZMA2 options,
+    or, for ``stored`` (entropy-coded) payloads, header + payload as they are. A reader tells them
+    apart by the first bytes: xz's magic or the record's own."""
     check_dimensions(header.height, header.width)
     name = header.codec.encode("ascii")
     head = b"".join([RECORD_MAGIC, bytes([RECORD_VERSION, len(name)]), name, bytes.fromhex(header.weights_hash),
                      _DIMS.pack(header.height, header.width)])
+    if stored:
+        return head + payload
     return xz_compress(head + bytes(-len(head) % HEADER_ALIGN) + payload, lzma2_options)
 
 
@@ -68,7 +73,11 @@ def unpack_record(record: bytes, height: int, width: int) -> tuple[FzHeader, byt
 
     The index bounds the xz output, so a damaged record cannot expand without limit."""
     check_dimensions(height, width)
-    data = xz_decompress(record, MAX_HEADER_BYTES + max_payload_bytes(height, width))
+    limit = MAX_HEADER_BYTES + max_payload_bytes(height, width)
+    stored = record[: len(RECORD_MAGIC)] == RECORD_MAGIC
+    if stored and len(record) > limit:
+        raise FzFormatError(f"stored record of {len(record)} bytes is larger than a {height}×{width} image can need")
+    data = record if stored else xz_decompress(record, limit)
     if data[: len(RECORD_MAGIC)] != RECORD_MAGIC or len(data) < len(RECORD_MAGIC) + 2:
         raise FzFormatError("not an archive record (wrong magic bytes)")
     version, name_len = data[3], data[4]
@@ -84,7 +93,7 @@ def unpack_record(record: bytes, height: int, width: int) -> tuple[FzHeader, byt
     rec_height, rec_width = _DIMS.unpack_from(data, 5 + name_len + 8)
     if (rec_height, rec_width) != (height, width):
         raise FzFormatError(f"record header says {rec_height}×{rec_width}, the index says {height}×{width}")
-    payload = data[end + -end % HEADER_ALIGN :]
+    payload = data[end:] if stored else data[end + -end % HEADER_ALIGN :]
     return FzHeader(codec, data[5 + name_len : 5 + name_len + 8].hex(), height, width), payload
 
 

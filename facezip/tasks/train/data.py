@@ -59,6 +59,9 @@ def load_training_data(phase: str, src: str, storage: Storage, train_cfg: Any) -
     if counts["val"] == 0:  # tiny datasets: validate on training images rather than not at all
         val = train.limit(int(train_cfg.max_val_images)).materialize()
         counts["val"] = val.count()
+    repeats = int(train_cfg.pretrain.crops_per_image) if phase == "pretrain" else 1
+    if repeats > 1:  # the same blocks listed again, not copied: each pass draws new random crops
+        train = train.union(*[train] * (repeats - 1))
     return TrainingData(train, val, counts, skipped)
 
 

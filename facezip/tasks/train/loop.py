@@ -8,6 +8,7 @@ on from its epoch and global step.
 
 from __future__ import annotations
 
+import copy
 import io
 import tempfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 
 from facezip.models.coding import encode_images, to_uint8
 from facezip.models.facenet import load_facenet
-from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, psnr
+from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, psnr, with_rate
 from facezip.models.registry import Codec, create_codec
 from facezip.tasks.train.data import BatchMaker
 from facezip.tasks.train.tracking import RunLogger
@@ -46,9 +47,9 @@ def train_loop(config: dict[str, Any]) -> None:
     if config["init_state"] is not None:
         codec.load_state_dict(torch.load(io.BytesIO(config["init_state"]), map_location="cpu", weights_only=True))
     loss_fn = make_loss(phase, tcfg, device)
-    optimizer = make_optimizer(codec, phase, tcfg)
-    start_epoch, step = restore(codec, optimizer)
-    model = ray.train.torch.prepare_model(codec)
+    optimizers = make_optimizers(codec, phase, tcfg)
+    start_epoch, step = restore(codec, optimizers)
+    model = _prepare_model(codec)
     batches = BatchMaker(phase, int(tcfg.crop_size), int(tcfg.max_image_pixels))
     validator = _Validator(batches, loss_fn, device, config["mlflow"]) if rank == 0 else None
     if validator and start_epoch == 0:
@@ -63,7 +64,8 @@ def train_loop(config: dict[str, Any]) -> None:
                                         local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS):
             if tcfg.max_steps_per_epoch and batch_count >= int(tcfg.max_steps_per_epoch):
                 break
-            terms = train_step(model, loss_fn, optimizer, batches(batch, training=True), device)
+            terms = train_step(model, codec, loss_fn, optimizers, batches(batch, training=True), device,
+                               tcfg.clip_grad_norm)
             step, batch_count = step + 1, batch_count + 1
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value
@@ -80,27 +82,41 @@ def train_loop(config: dict[str, Any]) -> None:
               flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             torch.save({"codec": codec.name, "architecture": codec.architecture(), "model": codec.state_dict(),
-                        "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "step": step},
+                        "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch + 1, "step": step},
                        Path(tmp) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def make_loss(phase: str, tcfg: Any, device: torch.device) -> nn.Module:
     if phase == "pretrain":
-        return PretrainLoss(tcfg.pretrain.l1_weight, tcfg.pretrain.ms_ssim_weight)
+        return PretrainLoss(tcfg.pretrain.l1_weight, tcfg.pretrain.ms_ssim_weight, tcfg.lmbda)
     facenet = load_facenet(tcfg.finetune.facenet_weights, device)
-    return FaceNetLoss(facenet, tcfg.finetune.pixel_weight, tcfg.finetune.facenet_weight).to(device)
+    return FaceNetLoss(facenet, tcfg.finetune.pixel_weight, tcfg.finetune.facenet_weight, tcfg.lmbda).to(device)
 
 
-def make_optimizer(codec: Codec, phase: str, tcfg: Any) -> torch.optim.Optimizer:
-    """Adam with β1 from config (the paper's momentum 0.99); ``train.lr`` overrides the phase's lr."""
+def make_optimizers(codec: Codec, phase: str, tcfg: Any) -> list[torch.optim.Optimizer]:
+    """Adam with β1 from config (the paper's momentum 0.99); ``train.lr`` overrides the phase's lr.
+    Entropy-model quantiles get their own Adam on the codec's auxiliary loss, as in CompressAI."""
     phase_cfg = tcfg[phase]
     lr = tcfg.lr if tcfg.lr is not None else phase_cfg.lr
-    return torch.optim.Adam(codec.parameters(), lr=lr, betas=(phase_cfg.beta1, 0.999),
-                            weight_decay=phase_cfg.weight_decay)
+    aux = {id(p) for p in codec.aux_parameters()}
+    main = torch.optim.Adam([p for p in codec.parameters() if id(p) not in aux], lr=lr,
+                            betas=(phase_cfg.beta1, 0.999), weight_decay=phase_cfg.weight_decay)
+    return [main, torch.optim.Adam(codec.aux_parameters(), lr=tcfg.aux_lr)] if aux else [main]
 
 
-def restore(codec: Codec, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+def _prepare_model(codec: Codec) -> nn.Module:
+    """DDP over the main parameters only: the quantiles get no gradient from the main loss, and their
+    auxiliary loss needs no data, so every replica moves them the same way without all-reduce."""
+    for parameter in codec.aux_parameters():
+        parameter.requires_grad_(False)
+    model = ray.train.torch.prepare_model(codec)
+    for parameter in codec.aux_parameters():
+        parameter.requires_grad_(True)
+    return model
+
+
+def restore(codec: Codec, optimizers: list[torch.optim.Optimizer]) -> tuple[int, int]:
     """Load the latest checkpoint of this run, if any: ``(epochs done, global step)``."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -108,19 +124,38 @@ def restore(codec: Codec, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     codec.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    for optimizer, saved in zip(optimizers, state["optimizers"]):
+        optimizer.load_state_dict(saved)
     return int(state["epoch"]), int(state["step"])
 
 
-def train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-               batch: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> dict[str, float]:
+def objective(model: nn.Module, loss_fn: nn.Module, images: torch.Tensor,
+              boxes: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(x̂, loss terms)``: the phase's distortion loss, plus the estimated rate for codecs that learn it."""
+    out = model(images)
+    pixels = images.shape[0] * images.shape[2] * images.shape[3]
+    return out["x_hat"], with_rate(loss_fn(out["x_hat"], images, boxes), out["bits"], pixels)
+
+
+def train_step(model: nn.Module, codec: Codec, loss_fn: nn.Module, optimizers: list[torch.optim.Optimizer],
+               batch: tuple[torch.Tensor, torch.Tensor | None], device: torch.device,
+               clip_grad_norm: float | None = None) -> dict[str, float]:
     images, boxes = batch
     images = images.to(device)
     boxes = boxes.to(device) if boxes is not None else None
-    terms = loss_fn(model(images)["x_hat"], images, boxes)
-    optimizer.zero_grad(set_to_none=True)
+    _, terms = objective(model, loss_fn, images, boxes)
+    main, *aux = optimizers
+    main.zero_grad(set_to_none=True)
     terms["loss"].backward()
-    optimizer.step()
+    if clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    main.step()
+    if aux:
+        aux_loss = codec.aux_loss()
+        aux[0].zero_grad(set_to_none=True)
+        aux_loss.backward()
+        aux[0].step()
+        terms["aux_loss"] = aux_loss
     return {key: float(value.detach()) for key, value in terms.items()}
 
 
@@ -147,16 +182,17 @@ class _Validator:
         codec.eval()  # deterministic binarization: the same val batch gives the same loss
         sums: dict[str, float] = {}
         count, bits, pixels = 0, 0, 0
+        coder = copy.deepcopy(codec)  # fresh entropy tables without touching the buffers DDP keeps in sync
+        coder.refresh_entropy_model()
         for images, boxes in zip(self.images, self.boxes):
             x = images.to(self.device)
-            x_hat = codec(x)["x_hat"]
-            terms = self.loss_fn(x_hat, x, boxes.to(self.device) if boxes is not None else None)
+            x_hat, terms = objective(codec, self.loss_fn, x, boxes.to(self.device) if boxes is not None else None)
             values = {**{k: float(v) for k, v in terms.items()}, "psnr": float(psnr(x_hat, x).mean()),
                       "ms_ssim": float(ms_ssim_score(x_hat, x))}
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value * len(x)
             uint8 = to_uint8(images)
-            bits += sum(8 * len(fz) for fz in encode_images(codec, list(uint8)))
+            bits += sum(8 * len(fz) for fz in encode_images(coder, list(uint8)))
             pixels += images.shape[0] * images.shape[2] * images.shape[3]
             count += len(x)
         metrics = {f"val_{k}": v / count for k, v in sums.items()}

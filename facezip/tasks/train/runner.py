@@ -148,4 +148,5 @@ def _codec_from_checkpoint(checkpoint) -> Codec:
         state = torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
     codec = create_codec(state["codec"], **state["architecture"])
     codec.load_state_dict(state["model"])
+    codec.refresh_entropy_model()
     return codec.freeze()

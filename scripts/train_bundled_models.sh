@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Reproduce the bundled models (facezip/models/weights/) on a CPU machine, through the train stage:
+#   binarized-cae             phase 1 on Kodak (L1 + MS-SSIM), phase 2 on LFW face crops (eq. 2)
+#   mean-scale-hyperprior-lN  phase 1 on Kodak (R + λ·(L1 + MS-SSIM)), then per rung N of the rate
+#                             ladder phase 2 on the same faces (R + λ_N·MSE + identity)
+# Faces: MTCNN crops (facezip detect) of LFW people outside pairs fold 1, which stays for evaluation.
+#
+#   scripts/train_bundled_models.sh ../shared/data runs [binarized|ladder|all]
+set -euo pipefail
+DATA=${1:-../shared/data}
+RUNS=${2:-runs}
+WHAT=${3:-all}
+WEIGHTS=facezip/models/weights
+TRAIN="train.num_workers=2 train.cpus_per_worker=0.5 train.log_every_steps=20"
+LADDER_LAMBDAS=(200 600 1800 5400)  # λ on MSE of [0, 1] pixels (CompressAI's λ·255²)
+
+if [ ! -f "$RUNS/lfw-faces/_SUCCESS.json" ]; then
+  python scripts/lfw_split.py "$DATA/lfw-dev" "$RUNS/lfw-split" --eval-fold 1 --train-images 1500
+  facezip detect "$RUNS/lfw-split/train" "$RUNS/lfw-faces"
+fi
+
+if [ "$WHAT" != ladder ]; then
+  facezip train --phase pretrain "$DATA/kodak" "$RUNS/bcae-pretrain" $TRAIN train.epochs=30 \
+    train.batch_size=8 train.crop_size=128 train.val_fraction=0.15 train.pretrain.crops_per_image=16 train.lr=0.001
+  facezip train --phase finetune "$RUNS/lfw-faces" "$RUNS/bcae-finetune" $TRAIN \
+    --init "$RUNS/bcae-pretrain/weights/binarized-cae.pt" train.epochs=4 train.max_steps_per_epoch=80 \
+    train.batch_size=8 train.crop_size=160
+  cp "$RUNS/bcae-finetune/weights/binarized-cae.pt" "$WEIGHTS/binarized-cae.pt"
+fi
+
+if [ "$WHAT" != binarized ]; then
+  MSH="codec.name=mean-scale-hyperprior train.clip_grad_norm=1.0"
+  facezip train --phase pretrain "$DATA/kodak" "$RUNS/msh-pretrain" $TRAIN $MSH train.epochs=15 \
+    train.batch_size=8 train.crop_size=128 train.val_fraction=0.15 train.pretrain.crops_per_image=32 \
+    train.lr=0.0005 train.pretrain.beta1=0.9 train.lmbda=32 train.registered_model_name=facezip-msh-pretrain
+  for level in 1 2 3 4; do
+    facezip train --phase finetune "$RUNS/lfw-faces" "$RUNS/msh-l$level" $TRAIN $MSH \
+      --init "$RUNS/msh-pretrain/weights/mean-scale-hyperprior.pt" train.epochs=3 train.max_steps_per_epoch=70 \
+      train.batch_size=8 train.crop_size=160 train.lr=0.0003 train.finetune.beta1=0.9 \
+      train.finetune.weight_decay=0 train.lmbda="${LADDER_LAMBDAS[$((level - 1))]}" \
+      train.registered_model_name="facezip-mean-scale-hyperprior-l$level"
+    cp "$RUNS/msh-l$level/weights/mean-scale-hyperprior.pt" "$WEIGHTS/mean-scale-hyperprior-l$level.pt"
+  done
+fi
