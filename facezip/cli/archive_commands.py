@@ -10,7 +10,7 @@ from facezip.cli.common import CommandError, add_config_arguments, load, report_
 from facezip.infra.device import resolve_device
 from facezip.infra.storage import Storage
 from facezip.tasks.archive import restore_records, run_archive, run_verify
-from facezip.tasks.archive.run import load_model
+from facezip.tasks.archive.ladder import decoding_codecs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     archive.add_argument("args", nargs="+", metavar="SRC DEST [KEY=VALUE ...]")
     archive.add_argument("--incremental", action="store_true",
                          help="nightly mode: add only inputs whose source URI and content are not archived yet")
+    archive.add_argument("--level", type=int, metavar="N", help="rung of the codec's rate ladder (codec.level)")
+    archive.add_argument("--min-identity", type=float, metavar="S",
+                         help="identity floor, 0 < S <= 1: faces whose decode has a FaceNet cosine below S to the "
+                              "original go up the rate ladder, after the top rung lossless PNG "
+                              "(archive.min_identity)")
     archive.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(archive)
     archive.set_defaults(func=_archive)
@@ -41,15 +46,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.set_defaults(func=_verify)
 
 
-def _positional(args: argparse.Namespace, names: tuple[str, ...]):
+def _positional(args: argparse.Namespace, names: tuple[str, ...], options: tuple[str, ...] = ()):
     plain, overrides = split_overrides(args.args)
     if len(plain) != len(names):
         raise CommandError(f"expected {' '.join(names)} then optional key=value overrides, got {plain}")
-    return plain, load(args, overrides)
+    return plain, load(args, [*overrides, *options])
 
 
 def _archive(args: argparse.Namespace) -> int:
-    (src, dest), cfg = _positional(args, ("SRC", "DEST"))
+    options = ((f"codec.level={args.level}",) if args.level is not None else ()) + (
+        (f"archive.min_identity={args.min_identity}",) if args.min_identity is not None else ())
+    (src, dest), cfg = _positional(args, ("SRC", "DEST"), options)
     try:
         summary = run_archive(cfg, src, dest, incremental=args.incremental, progress=not args.quiet)
     except ValueError as exc:  # bad SRC, weights or config values: one line, not a traceback
@@ -58,6 +65,11 @@ def _archive(args: argparse.Namespace) -> int:
     print(f"added {summary['archived']}, skipped {summary['skipped']} (already archived), "
           f"rejected {summary['rejected']} {summary['failures'] or ''}; details in {summary['manifest']}",
           file=sys.stderr)
+    if summary["min_identity"] is not None:
+        print(f"identity floor {summary['min_identity']}: faces per level {summary['faces_per_level']}, "
+              f"{summary['raised_faces']} needed a higher level, {summary['lossless_fallbacks']} stored lossless; "
+              f"similarity mean {summary['identity_similarity_mean']}, min {summary['identity_similarity_min']}",
+              file=sys.stderr)
     return 1 if summary["rejected"] else 0
 
 
@@ -65,10 +77,10 @@ def _restore(args: argparse.Namespace) -> int:
     (dest,), cfg = _positional(args, ("DEST",))
     storage = Storage.from_config(cfg.storage)
     try:
-        codec = load_model(cfg, storage).to(resolve_device(cfg.device))
+        codecs = [codec.to(resolve_device(cfg.device)) for codec in decoding_codecs(cfg, storage)]
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    results = restore_records(codec, dest, None if args.all else args.ids, args.output, storage,
+    results = restore_records(codecs, dest, None if args.all else args.ids, args.output, storage,
                               progress=not args.quiet)
     return report_failures("restore", [(r.id, r.error) for r in results if r.error], len(results))
 

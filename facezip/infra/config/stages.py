@@ -89,6 +89,13 @@ class ArchiveConfig:
     cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve Ray's read tasks on small hosts
     gpus_per_actor: float = 0.0
     max_image_pixels: int = 40_000_000  # larger inputs are rejected as too_large
+    # identity floor (`--min-identity S`, 0 < S ≤ 1): a face whose decode has FaceNet cosine < S
+    # to its original is re-encoded at the next rung of the rate ladder, after the top as lossless PNG
+    min_identity: Optional[float] = None
+    # the rate ladder as weights files, lowest rate first (levels 1..n; codec.level picks the start,
+    # default 1); [] = the codec's bundled ladder (rungs from codec.level or its default level up)
+    ladder: list[str] = field(default_factory=list)
+    facenet_weights: str = "casia-webface"  # the identity judge (see facezip.models.facenet.load_facenet)
 
 
 @dataclass

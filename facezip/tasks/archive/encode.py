@@ -1,28 +1,32 @@
 """The Ray Data actor that turns input rows into archive records (batched codec on CPU or GPU).
 
-Every input row comes out as one row: ``archived`` (with its xz record), ``skipped`` (already
-in the archive) or ``rejected`` (with the reason), so nothing is lost between input and index.
+Every input row comes out as one row: ``archived`` (with its record and how it was coded: rung,
+identity similarity, lossless fallback), ``skipped`` (already in the archive) or ``rejected``
+(with the reason), so nothing is lost between input and index.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
 from facezip.infra.device import resolve_device
 from facezip.infra.images import ImageError, decode_image
-from facezip.models.coding import encode_payloads
-from facezip.models.container import FzHeader
 from facezip.models.loading import codec_from_bytes
-from facezip.tasks.archive.layout import pack_record
+from facezip.models.recognizer import Recognizer
+from facezip.tasks.archive.floor import encode_faces
+from facezip.tasks.archive.ladder import Rung
 
 ENCODED_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_uri", pa.string()), ("identity", pa.string()), ("split", pa.string()),
     ("source_sha256", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
     ("version", pa.int32()), ("record", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
-    ("payload_bytes", pa.int64()),
+    ("payload_bytes", pa.int64()), ("codec", pa.string()), ("model", pa.string()), ("weights_hash", pa.string()),
+    ("level", pa.int32()), ("identity_similarity", pa.float32()), ("lossless_fallback", pa.bool_()),
+    ("raised", pa.bool_()),
 ])
 
 
@@ -46,20 +50,26 @@ class SkipRules:
 @dataclass(frozen=True)
 class EncoderSettings:
     codec: str
-    weights: bytes  # the weights file the driver loaded: actors need neither S3 nor MLflow access
-    source: str  # codec.weights, for messages
+    # (level, weights reference, weights file) per rung, start rung first: the driver loaded the
+    # files, so actors need neither S3 nor MLflow access
+    rungs: tuple[tuple[int | None, str, bytes], ...]
     device: str
     batch_size: int
     max_pixels: int
+    min_identity: float | None = None
+    judge: Any = None  # ObjectRef of the FaceNet module (one copy in the object store, not one per actor task)
 
 
 class ArchiveEncoder:
-    """Callable class for ``Dataset.map_batches``: the codec is loaded once per actor."""
+    """Callable class for ``Dataset.map_batches``: codecs and judge are loaded once per actor."""
 
     def __init__(self, settings: EncoderSettings, rules: SkipRules) -> None:
-        codec = codec_from_bytes(settings.weights, settings.source, expected_codec=settings.codec)
-        self.codec = codec.to(resolve_device(settings.device)).freeze()
-        self.weights_hash = self.codec.weights_hash()
+        import ray
+
+        device = resolve_device(settings.device)
+        self.rungs = [Rung(level, model, codec_from_bytes(data, model, expected_codec=settings.codec)
+                           .to(device).freeze()) for level, model, data in settings.rungs]
+        self.judge = Recognizer(ray.get(settings.judge), "FaceNet", device=device) if settings.judge else None
         self.settings = settings
         self.rules = rules
 
@@ -68,11 +78,10 @@ class ArchiveEncoder:
         out = [self._classify(row) for row in rows]
         pending = [(o, image) for o, image in out if image is not None]
         if pending:
-            payloads = encode_payloads(self.codec, [image for _, image in pending], self.settings.batch_size)
-            for (row, image), payload in zip(pending, payloads):
-                header = FzHeader(self.codec.name, self.weights_hash, *image.shape[:2])
-                record = pack_record(header, payload, self.codec.xz_options, stored=self.codec.entropy_coded)
-                row.update(record=record, height=header.height, width=header.width, payload_bytes=len(payload))
+            coded = encode_faces(self.rungs, [image for _, image in pending], self.judge,
+                                 self.settings.min_identity, self.settings.batch_size)
+            for (row, image), face in zip(pending, coded):
+                row.update(vars(face), height=image.shape[0], width=image.shape[1])
         return pa.Table.from_pylist([o for o, _ in out], schema=ENCODED_SCHEMA)
 
     def _classify(self, row: dict):

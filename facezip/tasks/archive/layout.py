@@ -35,7 +35,12 @@ INDEX_SCHEMA = pa.schema([
     ("length", pa.int64()), ("height", pa.int32()), ("width", pa.int32()), ("codec", pa.string()),
     ("model", pa.string()), ("weights_hash", pa.string()), ("sha256", pa.string()), ("bpp", pa.float64()),
     ("payload_bytes", pa.int64()), ("archived_at", pa.timestamp("ms", tz="UTC")),
+    # rung of the rate ladder (null: no ladder, or a lossless fallback); FaceNet cosine of the
+    # stored face to its original (null without an identity floor); lossless PNG instead of a codec
+    ("level", pa.int32()), ("identity_similarity", pa.float32()), ("lossless_fallback", pa.bool_()),
 ])
+# A face no rung keeps above the identity floor is stored as PNG bytes under this codec name.
+LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH = "png", "0" * 16
 
 
 def part_name(shard: int) -> str:
@@ -113,7 +118,11 @@ def read_index(root: str, storage: Storage) -> pa.Table:
 
 
 def read_index_part(root: str, shard: int, storage: Storage) -> pa.Table:
-    return pq.read_table(io.BytesIO(storage.read_bytes(index_url(root, shard)))).cast(INDEX_SCHEMA)
+    """One index part in ``INDEX_SCHEMA``; columns added since it was written read as null."""
+    table = pq.read_table(io.BytesIO(storage.read_bytes(index_url(root, shard))))
+    columns = [table[f.name] if f.name in table.column_names else pa.nulls(len(table), f.type)
+               for f in INDEX_SCHEMA]
+    return pa.Table.from_arrays(columns, names=INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
 
 
 def read_json(url: str, storage: Storage) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -12,10 +13,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from facezip.infra.storage import Storage, join
-from facezip.models.coding import check_header_matches, decode_payload, decode_payloads
+from facezip.models.coding import check_header_matches, decode_payloads
 from facezip.models.container import FzFormatError, FzHeader
 from facezip.models.registry import Codec
-from facezip.tasks.archive.layout import read_index, shard_url, unpack_record
+from facezip.tasks.archive.layout import LOSSLESS_CODEC, read_index, shard_url, unpack_record
+
+Codecs = Codec | Iterable[Codec]
 
 
 class RecordError(ValueError):
@@ -60,9 +63,9 @@ class ArchiveReader:
         check_sha256(record, row)
         return record
 
-    def restore(self, codec: Codec, image_id: str) -> np.ndarray:
+    def restore(self, codecs: Codecs, image_id: str) -> np.ndarray:
         row = self.row(image_id)
-        return decode_record(codec, self.read_record(row), row)
+        return decode_record(codecs, self.read_record(row), row)
 
 
 def check_sha256(record: bytes, row: dict) -> None:
@@ -71,43 +74,93 @@ def check_sha256(record: bytes, row: dict) -> None:
                           "sha256 does not match the index")
 
 
-def decode_record(codec: Codec, record: bytes, row: dict) -> np.ndarray:
-    return decode_payload(codec, *open_record(codec, record, row))
+def by_weights_hash(codecs: Codecs) -> dict[str, Codec]:
+    """Each codec under its weights hash: the key a record's header names."""
+    return {c.weights_hash(): c for c in ([codecs] if isinstance(codecs, Codec) else codecs)}
 
 
-def open_record(codec: Codec, record: bytes, row: dict) -> tuple[FzHeader, bytes]:
-    """The header and payload of a sha256-checked record, after checking they fit ``codec``."""
+def decode_record(codecs: Codecs, record: bytes, row: dict) -> np.ndarray:
+    codecs = by_weights_hash(codecs)
+    return decode_opened(codecs, [open_record(codecs, record, row)])[0]
+
+
+def open_record(codecs: dict[str, Codec], record: bytes, row: dict) -> tuple[FzHeader, bytes]:
+    """The header and payload of a sha256-checked record, after checking one of ``codecs``
+    (by weights hash) decodes it, or that it is a lossless PNG record."""
     try:
         header, payload = unpack_record(record, row["height"], row["width"])
-        check_header_matches(header, codec)
+        if header.codec == LOSSLESS_CODEC:
+            check_png_size(header, payload)
+        elif header.weights_hash in codecs:
+            check_header_matches(header, codecs[header.weights_hash])
+        else:
+            raise FzFormatError(f"weights hash mismatch: record needs {header.codec} weights {header.weights_hash}, "
+                                f"the loaded models have {', '.join(codecs)} (give the archive's codec.weights "
+                                "or archive.ladder)")
     except FzFormatError as exc:
         raise RecordError(f"record {row['id']!r}: {exc}") from None
     return header, payload
 
 
-def restore_records(codec: Codec, root: str, ids: Iterable[str] | None, output: str, storage: Storage,
+def decode_opened(codecs: dict[str, Codec], items: list[tuple[FzHeader, bytes]],
+                  batch_size: int = 32) -> list[np.ndarray]:
+    """Opened records → pixels, in order; records of the same weights share batches."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, (header, _) in enumerate(items):
+        groups[header.weights_hash if header.codec != LOSSLESS_CODEC else LOSSLESS_CODEC].append(i)
+    out: list[np.ndarray | None] = [None] * len(items)
+    for key, indices in groups.items():
+        if key == LOSSLESS_CODEC:
+            images = [decode_png(items[i][1]) for i in indices]
+        else:
+            images = decode_payloads(codecs[key], [items[i] for i in indices], batch_size)
+        for i, image in zip(indices, images):
+            out[i] = image
+    return out  # type: ignore[return-value]
+
+
+def check_png_size(header: FzHeader, payload: bytes) -> None:
+    """A lossless record holds a PNG of the header's size (read from the PNG header alone)."""
+    try:
+        with Image.open(io.BytesIO(payload), formats=["PNG"]) as image:
+            size = image.size
+    except (OSError, ValueError) as exc:
+        raise FzFormatError(f"lossless record is not a PNG ({exc})") from None
+    if size != (header.width, header.height):
+        raise FzFormatError(f"lossless PNG is {size[0]}×{size[1]}, the header says {header.width}×{header.height}")
+
+
+def decode_png(payload: bytes) -> np.ndarray:
+    """A lossless fallback record's pixels, exactly as archived."""
+    with Image.open(io.BytesIO(payload)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def restore_records(codecs: Codecs, root: str, ids: Iterable[str] | None, output: str, storage: Storage,
                     progress: bool = True, batch_size: int = 32) -> list[RestoreResult]:
-    """Restore ``ids`` (None: all) as PNG files ``output/<id>.png``; one result per id.
+    """Restore ``ids`` (None: all) as PNG files ``output/<id>.png``; one result per id. ``codecs``:
+    one codec, or every rung of a rate ladder (each record picks its own by weights hash).
 
     Records are read and checked one by one (a damaged one fails alone) and decoded in batches."""
+    codecs = by_weights_hash(codecs)
     reader = ArchiveReader(root, storage)
     wanted = list(ids) if ids is not None else reader.ids()
     results = [RestoreResult(image_id, join(output, f"{image_id}.png")) for image_id in wanted]
     with tqdm(total=len(results), desc="restore", unit="img", disable=not progress) as bar:
         for start in range(0, len(results), batch_size):
             chunk = results[start : start + batch_size]
-            opened = [(result, item) for result in chunk if (item := _open(reader, codec, result)) is not None]
-            images = decode_payloads(codec, [item for _, item in opened], batch_size)
+            opened = [(result, item) for result in chunk if (item := _open(reader, codecs, result)) is not None]
+            images = decode_opened(codecs, [item for _, item in opened], batch_size)
             for (result, _), pixels in zip(opened, images):
                 _write_png(result, pixels, storage)
             bar.update(len(chunk))
     return results
 
 
-def _open(reader: ArchiveReader, codec: Codec, result: RestoreResult) -> tuple[FzHeader, bytes] | None:
+def _open(reader: ArchiveReader, codecs: dict[str, Codec], result: RestoreResult) -> tuple[FzHeader, bytes] | None:
     try:
         row = reader.row(result.id)
-        return open_record(codec, reader.read_record(row), row)
+        return open_record(codecs, reader.read_record(row), row)
     except RecordError as exc:
         result.output, result.error = None, str(exc)
         return None

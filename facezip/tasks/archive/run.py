@@ -16,9 +16,10 @@ from facezip.infra.ray_runtime import cluster_cpus, init_ray
 from facezip.infra.readers import open_reader
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.infra.tracking import start_run
-from facezip.models.loading import load_codec, weights_to_bytes
-from facezip.models.registry import Codec
+from facezip.models.facenet import load_facenet
+from facezip.models.loading import weights_to_bytes
 from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings, SkipRules
+from facezip.tasks.archive.ladder import Rung, encoding_rungs
 from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, SUCCESS, committed_shards, json_bytes,
                                           read_index, read_json, stats_url)
 from facezip.tasks.archive.shards import ShardWriter
@@ -29,12 +30,14 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
 
     Shards already committed in ``dest`` are kept: a normal run skips their ids (resuming after
     a crash), an incremental run skips inputs whose source URI and content are archived."""
-    from ray.data import ActorPoolStrategy  # Ray loads only when a stage runs, not for every CLI call
+    import ray  # Ray loads only when a stage runs, not for every CLI call
+    from ray.data import ActorPoolStrategy
 
     storage = Storage.from_config(cfg.storage)
     settings = cfg.archive
-    codec = load_model(cfg, storage)  # fails before Ray starts
-    model = {"codec": codec.name, "model": cfg.codec.weights, "weights_hash": codec.weights_hash()}
+    rungs = encoding_rungs(cfg, storage)  # bad settings and weights fail before Ray starts
+    judge = load_facenet(settings.facenet_weights, "cpu", storage) if settings.min_identity is not None else None
+    model = _model_summary(rungs, settings.min_identity)
     reader = open_reader(src, storage)  # a finished detect output reads as its face crops
     remove_stale_temporaries(dest)
     _remove(join(dest, SUCCESS), storage)  # until this run succeeds, dest must not look complete
@@ -43,9 +46,11 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
     with start_run(cfg, "archive", tags={"facezip.stage": "archive"}) as run:
         init_ray(cfg.ray)
         writer = ShardWriter(dest, storage, first_shard, settings.records_per_shard,
-                             int(settings.target_shard_mb * 2**20), model, progress=progress)
-        encoder = EncoderSettings(codec.name, weights_to_bytes(codec, codec.metadata), cfg.codec.weights,
-                                  cfg.device, settings.batch_size, settings.max_image_pixels)
+                             int(settings.target_shard_mb * 2**20), progress=progress)
+        encoder = EncoderSettings(
+            rungs[0].codec.name, tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs),
+            cfg.device, settings.batch_size, settings.max_image_pixels, settings.min_identity,
+            ray.put(judge) if judge is not None else None)
         with _preserve_order():
             # Small blocks (streaming, order kept) so every actor gets work even from one big Parquet file.
             inputs = reader.to_ray_dataset().repartition(target_num_rows_per_block=4 * settings.batch_size)
@@ -64,18 +69,17 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
             **summary, "rejected_inputs": writer.rejected,
             "config": OmegaConf.to_container(cfg, resolve=True), "mlflow_run_id": run.info.run_id if run else None}))
         if run:
-            mlflow.log_metrics({k: float(summary[k]) for k in ("archived", "skipped", "rejected", "bytes",
-                                                              "images_per_s", "duration_s")})
+            mlflow.log_metrics(_metrics(summary))
             mlflow.log_dict(summary, "archive_summary.json")
     storage.write_bytes_atomic(join(dest, SUCCESS), json_bytes(summary))
     return summary
 
 
-def load_model(cfg: DictConfig, storage: Storage) -> Codec:
-    """``codec.weights`` on the CPU; ``models:/…`` resolves against ``tracking.uri`` when it is set."""
-    if cfg.tracking.uri:
-        mlflow.set_tracking_uri(cfg.tracking.uri)
-    return load_codec(cfg.codec.name, cfg.codec.weights, "cpu", storage)
+def _model_summary(rungs: list[Rung], min_identity: float | None) -> dict:
+    """The start rung (as before ladders: codec, model, weights_hash) and the whole ladder."""
+    return {"codec": rungs[0].codec.name, "model": rungs[0].model, "level": rungs[0].level,
+            "weights_hash": rungs[0].codec.weights_hash(), "min_identity": min_identity,
+            "ladder": [{"level": r.level, "model": r.model, "weights_hash": r.codec.weights_hash()} for r in rungs]}
 
 
 def remove_stale_temporaries(dest: str) -> None:
@@ -114,8 +118,16 @@ def _summary(src: str, dest: str, incremental: bool, writer: ShardWriter, model:
         "failures": dict(writer.failures), "shards_written": writer.written, "bytes": totals["bytes"],
         "code_bytes": totals["payload_bytes"], "duration_s": round(duration, 3),
         "images_per_s": round(totals["archived"] / duration, 2) if duration else 0.0, **model,
-        "shards": join(dest, SHARDS), "index": join(dest, INDEX),
+        **writer.identity.summary(), "shards": join(dest, SHARDS), "index": join(dest, INDEX),
     }
+
+
+def _metrics(summary: dict) -> dict[str, float]:
+    counts = ("archived", "skipped", "rejected", "bytes", "images_per_s", "duration_s", "raised_faces",
+              "lossless_fallbacks", "identity_similarity_mean", "identity_similarity_min")
+    metrics = {k: float(summary[k]) for k in counts if summary[k] is not None}
+    metrics.update({f"faces_level_{level}": float(n) for level, n in summary["faces_per_level"].items()})
+    return metrics
 
 
 def _remove(url: str, storage: Storage) -> None:

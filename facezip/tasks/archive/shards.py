@@ -21,21 +21,25 @@ from tqdm import tqdm
 
 from facezip.infra.storage import Storage
 from facezip.models.coding import bits_per_pixel
+from facezip.tasks.archive.floor import IdentityTally
 from facezip.tasks.archive.layout import (INDEX_SCHEMA, index_url, json_bytes, parquet_bytes, shard_url,
                                           stats_url)
+
+# how each record was coded, as the encoder reports it (the rung can differ from record to record)
+_CODING_FIELDS = ("codec", "model", "weights_hash", "level", "identity_similarity", "lossless_fallback")
 
 
 class ShardWriter:
     def __init__(self, root: str, storage: Storage, first_shard: int, records_per_shard: int,
-                 target_bytes: int, model: dict[str, str], progress: bool = True) -> None:
+                 target_bytes: int, progress: bool = True) -> None:
         self.root, self.storage = root, storage
         self.records_per_shard, self.target_bytes = records_per_shard, target_bytes
-        self.model = model  # codec, model (the weights reference) and weights_hash of every row
         self.next_shard = first_shard
         self.seen_ids: set[str] = set()
         self.totals: Counter = Counter()
         self.failures: Counter = Counter()
         self.rejected: list[dict] = []
+        self.identity = IdentityTally()
         self.written: list[int] = []
         self.bar = tqdm(desc="archive", unit="img", disable=not progress)
         self._open()
@@ -84,10 +88,11 @@ class ShardWriter:
             "id": row["id"], "version": row["version"], "source_uri": row["source_uri"],
             "source_sha256": row["source_sha256"], "identity": row["identity"], "split": row["split"],
             "shard": self.next_shard, "offset": self.offset, "length": len(record), "height": row["height"],
-            "width": row["width"], **self.model, "sha256": hashlib.sha256(record).hexdigest(),
+            "width": row["width"], **{k: row[k] for k in _CODING_FIELDS}, "sha256": hashlib.sha256(record).hexdigest(),
             "bpp": bits_per_pixel(len(record), row["height"], row["width"]),
             "payload_bytes": row["payload_bytes"], "archived_at": datetime.now(timezone.utc),
         })
+        self.identity.add(row)
         self.chunks.append(record)
         self.offset += len(record)
         self.payload_bytes += row["payload_bytes"]

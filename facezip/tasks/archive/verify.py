@@ -1,8 +1,9 @@
 """``run_verify``: every record and the index/shard consistency, reporting each damaged record by id.
 
-Checks per record: inside its shard, sha256, xz integrity and a decodable header that agrees
-with the index. Per shard: records neither overlap nor leave gaps, no bytes after the last
-record, stats present, and no shard file that no index part commits. A problem in one record
+Checks per record: inside its shard, sha256, xz integrity, a decodable header that agrees
+with the index (codec, weights of its rung) and, for lossless fallbacks, a PNG of the right
+size. Per shard: records neither overlap nor leave gaps, no bytes after the last record, stats
+present, and no shard file that no index part commits. A problem in one record
 never stops the others from being checked.
 """
 
@@ -19,8 +20,9 @@ from tqdm import tqdm
 from facezip.infra.storage import Storage, join
 from facezip.infra.tracking import start_run
 from facezip.models.container import FzFormatError
-from facezip.tasks.archive.layout import (SHARDS, committed_shards, read_index_part, shard_url, stats_url,
-                                          unpack_record)
+from facezip.tasks.archive.layout import (LOSSLESS_CODEC, SHARDS, committed_shards, read_index_part, shard_url,
+                                          stats_url, unpack_record)
+from facezip.tasks.archive.restore import check_png_size
 
 
 def run_verify(cfg: DictConfig, dest: str, progress: bool = True) -> dict:
@@ -83,11 +85,15 @@ def _check_record(row: dict, data: bytes, expected_offset: int) -> str | None:
     if hashlib.sha256(record).hexdigest() != row["sha256"]:
         return "sha256 does not match the index"
     try:
-        header, _ = unpack_record(record, row["height"], row["width"])
+        header, payload = unpack_record(record, row["height"], row["width"])
+        if header.codec == LOSSLESS_CODEC:
+            check_png_size(header, payload)
     except FzFormatError as exc:
         return str(exc)
     if (header.codec, header.weights_hash) != (row["codec"], row["weights_hash"]):
         return f"header names {header.codec}/{header.weights_hash}, the index {row['codec']}/{row['weights_hash']}"
+    if bool(row["lossless_fallback"]) != (header.codec == LOSSLESS_CODEC):
+        return f"index says lossless_fallback={row['lossless_fallback']}, the record is {header.codec}"
     return None
 
 

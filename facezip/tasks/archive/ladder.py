@@ -1,0 +1,81 @@
+"""Which codecs an archive encodes with (the start rung, and the rungs above it for an identity
+floor) and which it can decode with (every rung the config names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+from omegaconf import DictConfig
+
+from facezip.infra.storage import Storage
+from facezip.models.loading import BUNDLED, bundled_levels, load_codec
+from facezip.models.registry import Codec, codec_class
+
+
+@dataclass
+class Rung:
+    level: int | None  # None: a single model, no ladder
+    model: str  # the weights reference recorded in the index
+    codec: Codec
+
+
+def check_min_identity(value: float | None) -> None:
+    if value is not None and not 0 < value <= 1:
+        raise ValueError(f"archive.min_identity (--min-identity) must be in (0, 1], got {value}")
+
+
+def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
+    """The start rung first; with ``archive.min_identity`` every higher rung after it, lowest rate first."""
+    floor = cfg.archive.min_identity
+    check_min_identity(floor)
+    _set_tracking_uri(cfg)
+    name, weights, level = cfg.codec.name, cfg.codec.weights, cfg.codec.level
+    if cfg.archive.ladder:
+        rungs = _explicit_ladder(cfg, storage)
+        start = 1 if level is None else level
+        if not 1 <= start <= len(rungs):
+            raise ValueError(f"codec.level={start} is not a rung of archive.ladder (levels 1..{len(rungs)})")
+        chosen = rungs[start - 1 :]
+    elif floor is None:
+        codec = load_codec(name, weights, "cpu", storage, level=level)
+        return [Rung(codec.level, weights, codec)]
+    else:
+        levels = bundled_levels(name) if weights == BUNDLED else []
+        if not levels:
+            raise ValueError(f"archive.min_identity needs a rate ladder, and codec '{name}' with weights "
+                             f"'{weights}' has none: use a codec with bundled levels or list the rungs' "
+                             "weights in archive.ladder")
+        start = codec_class(name).default_level if level is None else level
+        if start not in levels:
+            raise ValueError(f"codec.level={start} is not a bundled level of '{name}' "
+                             f"(levels: {', '.join(map(str, levels))})")
+        chosen = [Rung(n, BUNDLED, load_codec(name, BUNDLED, "cpu", storage, level=n)) for n in levels if n >= start]
+    return chosen if floor is not None else chosen[:1]
+
+
+def decoding_codecs(cfg: DictConfig, storage: Storage) -> list[Codec]:
+    """Every codec the config names (``codec.weights`` at ``codec.level``, every bundled rung,
+    every ``archive.ladder`` file): records pick theirs by weights hash."""
+    _set_tracking_uri(cfg)
+    name, weights = cfg.codec.name, cfg.codec.weights
+    if cfg.archive.ladder:
+        return [rung.codec for rung in _explicit_ladder(cfg, storage)]
+    codecs = [load_codec(name, weights, "cpu", storage, level=cfg.codec.level)]
+    if weights == BUNDLED:
+        codecs += [load_codec(name, BUNDLED, "cpu", storage, level=n) for n in bundled_levels(name)
+                   if n != codecs[0].level]
+    return codecs
+
+
+def _explicit_ladder(cfg: DictConfig, storage: Storage) -> list[Rung]:
+    if cfg.codec.weights != BUNDLED:
+        raise ValueError(f"give codec.weights ({cfg.codec.weights}) or archive.ladder, not both")
+    return [Rung(n, uri, load_codec(cfg.codec.name, uri, "cpu", storage))
+            for n, uri in enumerate(cfg.archive.ladder, start=1)]
+
+
+def _set_tracking_uri(cfg: DictConfig) -> None:
+    """``models:/…`` weights resolve against ``tracking.uri`` when it is set."""
+    if cfg.tracking.uri:
+        mlflow.set_tracking_uri(cfg.tracking.uri)
