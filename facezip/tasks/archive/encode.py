@@ -69,7 +69,9 @@ class ArchiveEncoder:
         device = resolve_device(settings.device)
         self.rungs = [Rung(level, model, codec_from_bytes(data, model, expected_codec=settings.codec)
                            .to(device).freeze()) for level, model, data in settings.rungs]
-        self.judge = Recognizer(ray.get(settings.judge), "FaceNet", device=device) if settings.judge else None
+        self.judge = None
+        if settings.judge is not None:
+            self.judge = Recognizer(ray.get(settings.judge), "FaceNet", device=device)
         self.settings = settings
         self.rules = rules
 
