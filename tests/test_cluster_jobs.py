@@ -1,4 +1,5 @@
-"""``facezip submit / status / logs`` against a real Ray cluster started by this test.
+"""``facezip submit / status / logs`` against a real Ray cluster started by this test, which
+runs the bundled demo pipeline (every stage, shrunk by overrides) as a Ray Job.
 
 The head runs as ``ray start --head --block`` in its own session with its own ports and
 ``--temp-dir``. It is stopped by signalling that process (which shuts down what it started)
@@ -8,6 +9,7 @@ including other test runs'.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -18,14 +20,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
+import pyarrow.parquet as pq
 import pytest
-import torch
 
 from facezip.cli import main
-from facezip.models.loading import weights_to_bytes
-from facezip.models.registry import create_codec
-from facezip.pipelines.demo import build_demo_dataset
-from tests.conftest import free_port, wait_for_http
+from tests.conftest import REPO_ROOT, free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 PORT_OPTIONS = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
@@ -79,46 +79,72 @@ def _stop(head: subprocess.Popen) -> None:
     head.wait(timeout=10)
 
 
-@pytest.fixture
-def tiny_pipeline(tmp_path: Path) -> Path:
-    """Archive the demo faces with a random-weight codec, then verify the archive: real stages, quick."""
-    data = build_demo_dataset(str(tmp_path / "data"))
-    torch.manual_seed(0)
-    (tmp_path / "random.pt").write_bytes(weights_to_bytes(create_codec("binarized-cae").freeze()))
-    definition = tmp_path / "tiny.yaml"
-    definition.write_text(
-        "pipeline: {name: tiny}\n"
-        f"data: {{faces: {data['faces']}, model: {tmp_path / 'random.pt'}}}\n"
-        "config: {codec: {weights: '${data.model}'}, archive: {num_actors: 1}}\n"
-        "stages:\n"
-        "  archive: {uses: archive, with: {src: '${data.faces}'}}\n"
-        "  verify: {uses: verify, with: {dest: '${stages.archive.output}'}}\n")
-    return definition
+DEMO_PIPELINE = REPO_ROOT / "configs" / "pipelines" / "demo.yaml"
+DEMO_STAGES = ["data", "detect", "pretrain", "finetune", "archive", "verify", "evaluate"]
+# Every stage of the demo, shrunk: 2 people besides the astronaut (12 faces), 2 training steps
+# per phase, one detect actor, 2 JPEG qualities (the fewest a Bjøntegaard anchor takes).
+SHRINK = ("stages.data.with.people=2", "train.max_steps_per_epoch=2", "train.batch_size=2",
+          "train.max_val_images=2", "detect.num_actors=1", "evaluate.jpeg_qualities=[10,90]", "evaluate.samples=2")
 
 
-def test_submit_a_pipeline_follow_it_and_find_its_outputs(cluster: Cluster, tiny_pipeline: Path, capsys) -> None:
-    root, cluster_address = tiny_pipeline.parent / "run", cluster.address
-    assert main(["submit", str(tiny_pipeline), "--address", cluster_address,
-                 f"pipeline.root={root}", "tracking.enabled=false"]) == 0, cluster.log_tail()
-    job_id = capsys.readouterr().out.strip().splitlines()[-1]
+def test_submit_the_demo_pipeline_follow_it_and_find_its_outputs(cluster: Cluster, tmp_path: Path, capsys,
+                                                                 monkeypatch) -> None:
+    root, address = tmp_path / "demo", cluster.address
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # submit forwards it to the job
+    code = main(["submit", str(DEMO_PIPELINE), "--address", address, "--follow", f"pipeline.root={root}", *SHRINK])
+    out, err = capsys.readouterr()
+    job_id = out.splitlines()[0]
+    assert code == 0 and f"job {job_id}: SUCCEEDED" in err, out[-4000:] + err[-2000:] + cluster.log_tail()
     assert job_id.startswith("raysubmit_")
+    for number, stage in enumerate(DEMO_STAGES, start=1):
+        assert f"[{number}/7] {stage} (" in out  # the runner's progress, streamed by --follow
 
-    assert main(["status", job_id, "--address", cluster_address]) == 0
+    assert main(["status", job_id, "--address", address]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["status"] in {"PENDING", "RUNNING", "SUCCEEDED"}
-    assert status["entrypoint"].startswith("facezip run 0-tiny.yaml pipeline.root=")  # the shipped copy
+    assert status["status"] == "SUCCEEDED"
+    assert status["entrypoint"].startswith("facezip run 0-demo.yaml pipeline.root=")  # the shipped copy
+    assert main(["logs", job_id, "--address", address]) == 0
+    assert "[7/7] evaluate (evaluate): running" in capsys.readouterr().out
+    assert main(["logs", job_id, "--address", address, "--follow"]) == 0  # a finished job: its status at once
+    assert f"job {job_id}: SUCCEEDED" in capsys.readouterr().err
 
-    assert main(["logs", job_id, "--address", cluster_address, "--follow"]) == 0
-    log = capsys.readouterr().out
-    assert "[2/2] verify (verify): running" in log
-    assert main(["status", job_id, "--address", cluster_address]) == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "SUCCEEDED", log[-3000:] + cluster.log_tail()
+    _check_demo_outputs(root)
+    _check_mlflow_runs(tracking_uri, root)
 
-    archived = json.loads((root / "archive" / "_SUCCESS.json").read_text())
-    verified = json.loads((root / "verify" / "_SUCCESS.json").read_text())
-    assert archived["archived"] == 28 and verified["ok"] is True and verified["records"] == 28
+
+def _check_demo_outputs(root: Path) -> None:
     summary = json.loads((root / "_PIPELINE.json").read_text())
-    assert [stage["status"] for stage in summary["stages"].values()] == ["ran", "ran"]
+    assert {name: stage["status"] for name, stage in summary["stages"].items()} == dict.fromkeys(DEMO_STAGES, "ran")
+    done = {stage: json.loads((root / stage / "_SUCCESS.json").read_text()) for stage in DEMO_STAGES}
+    assert done["data"]["face_count"] == 12
+    faces = done["detect"]["faces"]
+    assert 8 <= faces <= 12 and done["detect"]["inputs"] == 12
+    assert done["pretrain"]["metrics"]["step"] == done["finetune"]["metrics"]["step"] == 2
+    assert done["finetune"]["weights"] == str(root / "finetune" / "weights" / "binarized-cae.pt")
+    assert done["archive"]["archived"] == faces and done["archive"]["model"] == done["finetune"]["weights"]
+    assert pq.read_table(root / "archive" / "index").num_rows == faces
+    assert done["verify"]["ok"] is True and done["verify"]["records"] == faces
+    with open(root / "evaluate" / "summary.csv", newline="") as table:
+        rows = {row["label"]: row for row in csv.DictReader(table)}
+    assert list(rows) == ["reference-raw", "facezip-binarized-cae", "jpeg-q10", "jpeg-q90"]
+    assert all(int(row["images"]) == 12 for row in rows.values())
+    assert float(rows["jpeg-q10"]["bpp_mean"]) < float(rows["jpeg-q90"]["bpp_mean"])
+
+
+def _check_mlflow_runs(tracking_uri: str, root: Path) -> None:
+    """One parent run for the pipeline, one child per stage, in the store the job was told to use."""
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("facezip").experiment_id])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert [parent.info.run_name for parent in parents] == ["pipeline-demo"]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["pipeline.root"] == str(root)
+    children = {run.info.run_name: run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(children) == sorted(["demo-data", "detect", "train-pretrain", "train-finetune", "archive",
+                                       "verify", "evaluate"])
+    assert all(child.info.status == "FINISHED" for child in children.values())
+    assert parent.data.metrics["archive.archived"] == children["archive"].data.metrics["archived"]
 
 
 def test_status_of_an_unknown_job_is_an_error(cluster: Cluster, capsys) -> None:

@@ -29,33 +29,35 @@ PHOTO_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field"
 LFW_SIZE = 250  # LFW's image size
 ASTRONAUT_NAME = "Eileen_Collins"  # the astronaut of skimage.data.astronaut
 ASTRONAUT_FACE_CENTRE = (224, 117)  # MTCNN's box centre in the 512×512 photo
-DEMO_PEOPLE = 10  # lfw_subset faces used as people, two views each
+DEMO_PEOPLE = 10  # lfw_subset faces used as people, two views each (besides the astronaut's eight)
 SAME_PAIRS = 10  # pairs.txt: one fold of this many same-person and as many different-person pairs
 
 
-def run_demo_data(cfg: DictConfig, dest: str) -> dict[str, Any]:
-    """Stage entry point: the dataset under ``dest``, then ``dest/_SUCCESS.json``."""
+def run_demo_data(cfg: DictConfig, dest: str, people: int = DEMO_PEOPLE) -> dict[str, Any]:
+    """Stage entry point: the dataset under ``dest``, then ``dest/_SUCCESS.json``.
+
+    ``people`` (``with: {people: N}``): fewer make every later stage quicker, e.g. in tests."""
     storage = Storage.from_config(cfg.storage)
     with start_run(cfg, "demo-data", tags={"facezip.stage": "demo-data"}) as run:
-        summary = build_demo_dataset(dest, storage)
+        summary = build_demo_dataset(dest, storage, people)
         if run is not None:
             mlflow.log_metrics({"photos": summary["photo_count"], "faces": summary["face_count"]})
     storage.write_bytes_atomic(join(dest, "_SUCCESS.json"), json.dumps(summary, indent=2).encode())
     return summary
 
 
-def build_demo_dataset(root: str, storage: Storage | None = None) -> dict[str, Any]:
+def build_demo_dataset(root: str, storage: Storage | None = None, people: int = DEMO_PEOPLE) -> dict[str, Any]:
     """Write ``<root>/photos`` (CLIC-style folder) and ``<root>/faces`` (LFW layout + pairs.txt).
 
     Returns their URIs and the number of images; deterministic, so reruns write the same bytes."""
     storage = storage or Storage()
     photos, faces = join(root, "photos"), join(root, "faces")
     photo_count = _write_all(storage, photos, _photos(), "png")
-    people = _people()
+    views = _people(people)
     face_count = _write_all(storage, join(faces, "images"),
-                            ((f"{name}/{name}_{i + 1:04d}", view) for name, views in people.items()
-                             for i, view in enumerate(views)), "jpg")
-    storage.write_bytes_atomic(join(faces, "pairs.txt"), _pairs_text(people).encode())
+                            ((f"{name}/{name}_{i + 1:04d}", view) for name, person in views.items()
+                             for i, view in enumerate(person)), "jpg")
+    storage.write_bytes_atomic(join(faces, "pairs.txt"), _pairs_text(views).encode())
     return {"photos": photos, "faces": faces, "photo_count": photo_count, "face_count": face_count}
 
 
@@ -70,10 +72,12 @@ def _photos() -> Iterator[tuple[str, Image.Image]]:
         yield f"{name}_crop", image.crop((width // 8, height // 8, width - width // 8, height - height // 8))
 
 
-def _people() -> dict[str, list[Image.Image]]:
-    """Person name → views of their face, LFW-like: 250×250 with the face in the middle."""
+def _people(count: int) -> dict[str, list[Image.Image]]:
+    """The astronaut and ``count`` others → views of their face, LFW-like: 250×250, face in the middle."""
+    if not 1 <= count <= 100:
+        raise ValueError(f"demo-data: people must be 1 to 100 (lfw_subset has 100 faces), got {count}")
     people = {ASTRONAUT_NAME: list(_astronaut_views())}
-    faces = skdata.lfw_subset()[:DEMO_PEOPLE]  # the first 100 of lfw_subset are faces
+    faces = skdata.lfw_subset()[:count]  # the first 100 of lfw_subset are faces
     for number, face in enumerate(faces, start=1):
         portrait = _on_canvas(Image.fromarray((face * 255).astype(np.uint8)).convert("RGB"))
         people[f"Demo_Person_{number:02d}"] = [portrait, ImageOps.mirror(portrait)]
