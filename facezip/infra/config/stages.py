@@ -102,7 +102,9 @@ class ArchiveConfig:
 class EvaluateConfig:
     """Rate, quality and identity of facezip against image-codec baselines on face crops."""
 
-    models: list[str] = field(default_factory=list)  # facezip weights, one rate point each; [] = codec.weights
+    # facezip models: "CODEC:ladder" (every bundled rung, one curve), "CODEC:l2", "CODEC:bundled",
+    # "CODEC:PATH|s3://…|models:/name/1", or plain weights of codec.name (curve "facezip"); [] = codec.*
+    models: list[str] = field(default_factory=list)
     baselines: list[str] = field(default_factory=lambda: ["jpeg", "webp", "avif"])
     jpeg_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
     webp_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
@@ -118,7 +120,7 @@ class EvaluateConfig:
     pairs: Optional[str] = None  # LFW-style pairs.txt; None = the dataset's own (LFW layout)
     center_crop: Optional[int] = None  # e.g. 160 for LFW's 250×250 deep-funneled images
     max_images: Optional[int] = None  # with pairs: whole pairs, spread over folds and same/different
-    bd_anchor: str = "jpeg"
+    bd_anchors: list[str] = field(default_factory=lambda: ["jpeg", "avif"])  # BD-rate of every curve vs each
     bd_metrics: list[str] = field(default_factory=lambda: ["psnr", "ms_ssim", "cosine", "accuracy"])
     samples: int = 4  # faces in the sample grid
     batch_size: int = 32

@@ -1,14 +1,22 @@
 """The codecs under test, each at its levels: facezip models and the Pillow baselines.
 
 A level turns a batch of RGB faces into ``Coded`` results (file size and decoded pixels) or
-an error string per face, so one failing image never stops the others.
+an error string per face, so one failing image never stops the others. It also adds up the
+time spent encoding and decoding, batched as the codec is used (facezip: whole batches).
+
+Which facezip models: ``evaluate.models`` entries ``CODEC:WHAT`` — ``CODEC:ladder`` (every
+bundled rung: one curve, one point per rung), ``CODEC:lN`` (bundled rung N), ``CODEC:bundled``,
+``CODEC:PATH`` / ``CODEC:s3://…`` / ``CODEC:models:/name/1``. A plain entry (no codec name) is
+weights of ``codec.name``, a point of the curve called ``facezip``; ``[]`` = ``codec.*``.
 """
 
 from __future__ import annotations
 
 import io
+import re
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -16,14 +24,17 @@ import torch
 from PIL import Image, features
 
 from facezip.infra.storage import Storage
-from facezip.models.coding import decode_file, encode_images
+from facezip.models.coding import decode_files, decode_file, encode_images
 from facezip.models.container import FzFormatError
-from facezip.models.loading import load_codec
+from facezip.models.loading import BUNDLED, REGISTRY_SCHEME, bundled_levels, load_codec
+from facezip.models.registry import Codec, available_codecs
 
 PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
 _PILLOW_FEATURES = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}  # names PIL.features.check knows
 REFERENCE = "reference"
-FACEZIP = "facezip"
+FACEZIP = "facezip"  # the kind of every learned codec, and the curve name of plain evaluate.models entries
+LADDER = "ladder"
+_RUNG = re.compile(r"^l(\d+)$")
 
 
 @dataclass
@@ -36,22 +47,76 @@ Outcome = Coded | str  # a string is the reason this face failed at this level
 
 
 @dataclass
+class Timing:
+    encode_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    images: int = 0
+
+    def per_image_ms(self) -> tuple[float, float]:
+        if not self.images:
+            return float("nan"), float("nan")
+        return 1000 * self.encode_seconds / self.images, 1000 * self.decode_seconds / self.images
+
+
+@dataclass
 class Level:
-    codec: str  # facezip | jpeg | webp | avif | reference
-    setting: str  # q50, the model's name, raw
-    roundtrip: Callable[[Sequence[np.ndarray]], list[Outcome]]
+    codec: str  # the curve: facezip | mean-scale-hyperprior | … | jpeg | webp | avif | reference
+    setting: str  # q50, l2, the model's name, raw
+    code: Callable[[Sequence[np.ndarray], Timing], list[Outcome]]  # faces → outcomes, adding to the timing
+    kind: str = ""  # facezip for every learned codec, else the codec itself
+    timing: Timing = field(default_factory=Timing)
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or self.codec
 
     @property
     def label(self) -> str:
         return f"{self.codec}-{self.setting}"
+
+    def roundtrip(self, images: Sequence[np.ndarray]) -> list[Outcome]:
+        return self.code(images, self.timing)
+
+    def warm_up(self, image: np.ndarray) -> None:
+        """One untimed round trip, so lazy initialisation does not count as the first batch's speed."""
+        self.code([image], Timing())
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    curve: str  # the curve this model is a point of
+    codec: str
+    weights: str
+    level: int | None = None
+    ladder: bool = False
+
+
+def parse_model_entry(entry: str, default_codec: str) -> ModelEntry:
+    """One ``evaluate.models`` entry (see the module docstring)."""
+    prefix, sep, rest = entry.partition(":")
+    if not sep or prefix not in available_codecs():
+        if sep and re.fullmatch(r"[a-z][\w-]+", prefix) and not rest.startswith("/"):
+            raise ValueError(f"evaluate.models: unknown codec '{prefix}' in '{entry}' "
+                             f"(codecs: {', '.join(available_codecs())})")
+        return ModelEntry(FACEZIP, default_codec, entry)  # old style: weights of codec.name
+    if not rest:
+        raise ValueError(f"evaluate.models: '{entry}' names no weights (use {prefix}:bundled, {prefix}:ladder, "
+                         f"{prefix}:l<N> or {prefix}:PATH)")
+    if rest == LADDER:
+        return ModelEntry(prefix, prefix, BUNDLED, ladder=True)
+    rung = _RUNG.match(rest)
+    if rung:
+        return ModelEntry(prefix, prefix, BUNDLED, level=int(rung.group(1)))
+    return ModelEntry(prefix, prefix, rest)
 
 
 def build_levels(cfg, storage: Storage, device: torch.device) -> list[Level]:
     """Every level of the run, in table order: reference, facezip models, then baselines."""
     ecfg = cfg.evaluate
     levels = [Level(REFERENCE, "raw", _reference)] if ecfg.reference else []
-    for weights in ecfg.models or [cfg.codec.weights]:
-        levels.append(facezip_level(cfg.codec.name, weights, device, storage))
+    entries = ([parse_model_entry(e, cfg.codec.name) for e in ecfg.models] if ecfg.models
+               else [ModelEntry(FACEZIP, cfg.codec.name, cfg.codec.weights, cfg.codec.level)])
+    for entry in entries:
+        levels += model_levels(entry, device, storage)
     for name in ecfg.baselines:
         if name not in PILLOW_FORMATS:
             raise ValueError(f"evaluate.baselines: unknown baseline '{name}' (use {', '.join(PILLOW_FORMATS)})")
@@ -61,42 +126,78 @@ def build_levels(cfg, storage: Storage, device: torch.device) -> list[Level]:
     return levels
 
 
-def facezip_level(codec_name: str, weights: str, device: torch.device, storage: Storage) -> Level:
-    codec = load_codec(codec_name, weights, device, storage)
-    setting = "bundled" if weights == "bundled" else PurePosixPath(weights).stem
+def model_levels(entry: ModelEntry, device: torch.device, storage: Storage) -> list[Level]:
+    """The levels of one ``evaluate.models`` entry: one, or one per bundled rung of a ladder."""
+    if not entry.ladder:
+        codec = load_codec(entry.codec, entry.weights, device, storage, level=entry.level)
+        return [facezip_level(entry.curve, codec, _setting(entry.weights, codec))]
+    rungs = bundled_levels(entry.codec)
+    if not rungs:
+        raise ValueError(f"evaluate.models: codec '{entry.codec}' has no bundled rate ladder "
+                         f"(give {entry.codec}:bundled or {entry.codec}:PATH)")
+    return [facezip_level(entry.curve, load_codec(entry.codec, BUNDLED, device, storage, level=rung), f"l{rung}")
+            for rung in rungs]
 
-    def roundtrip(images: Sequence[np.ndarray]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for data in encode_images(codec, images):
-            try:
-                outcomes.append(Coded(len(data), decode_file(codec, data)))
-            except FzFormatError as exc:
-                outcomes.append(f"facezip could not decode its own file: {exc}")
+
+def _setting(weights: str, codec: Codec) -> str:
+    if weights == BUNDLED:
+        return BUNDLED if codec.level is None else f"l{codec.level}"
+    if weights.startswith(REGISTRY_SCHEME):
+        return weights[len(REGISTRY_SCHEME):]
+    return PurePosixPath(weights).stem
+
+
+def facezip_level(curve: str, codec: Codec, setting: str) -> Level:
+    def roundtrip(images: Sequence[np.ndarray], timing: Timing) -> list[Outcome]:
+        start = time.perf_counter()
+        files = encode_images(codec, images, batch_size=max(1, len(images)))
+        encoded = time.perf_counter()
+        try:
+            outcomes: list[Outcome] = [Coded(len(data), pixels) for data, pixels in
+                                       zip(files, decode_files(codec, files, batch_size=max(1, len(files))))]
+        except FzFormatError:  # find the file(s) at fault one by one; the batch's time still counts
+            outcomes = [_decode_one(codec, data) for data in files]
+        timing.encode_seconds += encoded - start
+        timing.decode_seconds += time.perf_counter() - encoded
+        timing.images += len(images)
         return outcomes
 
-    return Level(FACEZIP, setting, roundtrip)
+    return Level(curve, setting, roundtrip, kind=FACEZIP)
+
+
+def _decode_one(codec: Codec, data: bytes) -> Outcome:
+    try:
+        return Coded(len(data), decode_file(codec, data))
+    except FzFormatError as exc:
+        return f"facezip could not decode its own file: {exc}"
 
 
 def pillow_level(name: str, quality: int) -> Level:
     if not 0 <= quality <= 100:
         raise ValueError(f"evaluate.{name}_qualities: {quality} is outside 0…100")
 
-    def roundtrip(images: Sequence[np.ndarray]) -> list[Outcome]:
-        return [_pillow_roundtrip(image, PILLOW_FORMATS[name], quality) for image in images]
+    def roundtrip(images: Sequence[np.ndarray], timing: Timing) -> list[Outcome]:
+        return [_pillow_roundtrip(image, PILLOW_FORMATS[name], quality, timing) for image in images]
 
     return Level(name, f"q{quality}", roundtrip)
 
 
-def _pillow_roundtrip(image: np.ndarray, fmt: str, quality: int) -> Outcome:
+def _pillow_roundtrip(image: np.ndarray, fmt: str, quality: int, timing: Timing) -> Outcome:
     buffer = io.BytesIO()
     try:
+        start = time.perf_counter()
         Image.fromarray(image).save(buffer, fmt, quality=quality)
+        encoded = time.perf_counter()
         with Image.open(io.BytesIO(buffer.getvalue())) as decoded:
-            return Coded(buffer.tell(), np.asarray(decoded.convert("RGB")))
+            pixels = np.asarray(decoded.convert("RGB"))
+        timing.encode_seconds += encoded - start
+        timing.decode_seconds += time.perf_counter() - encoded
+        timing.images += 1
+        return Coded(buffer.tell(), pixels)
     except (OSError, ValueError) as exc:
         return f"{fmt} at quality {quality} failed: {exc}"
 
 
-def _reference(images: Sequence[np.ndarray]) -> list[Outcome]:
+def _reference(images: Sequence[np.ndarray], timing: Timing) -> list[Outcome]:
     """Uncompressed: 24 bits per pixel, pixels unchanged."""
     return [Coded(image.size, image) for image in images]

@@ -40,6 +40,8 @@ def evaluate_level(level: Level, faceset: FaceSet, originals: np.ndarray, embed:
     readable = [i for i, face in enumerate(faces) if face.rgb is not None]
     sample_slot = {face_index: slot for slot, face_index in enumerate(readable[:n_samples])}
     samples: list[Coded | None] = [None] * len(sample_slot)
+    if readable:
+        level.warm_up(faces[readable[0]].rgb)
     with tqdm(total=len(readable), desc=f"evaluate {level.label}", unit="img") as bar:
         for start in range(0, len(readable), batch_size):
             chunk = readable[start : start + batch_size]
@@ -62,9 +64,11 @@ def summarize_level(result: LevelResult, faceset: FaceSet, originals: np.ndarray
     """The level's row of the tables: counts, mean/max/min of each metric, identity measures."""
     level, rows = result.level, result.rows
     ok = [row for row in rows if row["status"] == "ok"]
-    summary: dict = {"label": level.label, "codec": level.codec, "setting": level.setting,
+    encode_ms, decode_ms = level.timing.per_image_ms()
+    summary: dict = {"label": level.label, "codec": level.codec, "kind": level.kind, "setting": level.setting,
                      "images": len(rows), "ok": len(ok), "failed": len(rows) - len(ok),
-                     "size_mb": sum(row["bytes"] for row in ok) / 1e6}
+                     "size_mb": sum(row["bytes"] for row in ok) / 1e6,
+                     "encode_ms": encode_ms, "decode_ms": decode_ms}
     for metric in SUMMARIZED:
         for stat, value in summarize([row[metric] for row in ok]).items():
             summary[f"{metric}_{stat}"] = value

@@ -18,7 +18,8 @@ from facezip.tasks.evaluate.levels import LevelResult
 
 
 def rate_curve(summaries: Sequence[dict], column: str, ylabel: str, judge: str | None = None) -> bytes:
-    """Mean bpp (log axis) against ``column``; the uncompressed reference as a dashed ceiling."""
+    """Mean bpp (log axis) against ``column``, one line per codec (a facezip ladder's rungs are
+    the points of its line); the uncompressed reference as a dashed ceiling."""
     figure = Figure(figsize=(6.4, 4.4), dpi=110)
     axes = figure.add_subplot()
     codecs = dict.fromkeys(s["codec"] for s in summaries)
@@ -31,8 +32,9 @@ def rate_curve(summaries: Sequence[dict], column: str, ylabel: str, judge: str |
             axes.axhline(points[0][1], color="grey", linestyle="--", label="uncompressed")
             continue
         xs, ys = zip(*points)
-        axes.plot(xs, ys, marker="*" if codec == FACEZIP else "o", markersize=10 if codec == FACEZIP else 5,
-                  label=codec)
+        learned = any(s["kind"] == FACEZIP for s in summaries if s["codec"] == codec)
+        axes.plot(xs, ys, marker="*" if learned else "o", markersize=10 if learned else 5,
+                  linewidth=2 if learned else 1, label=codec)
     axes.set_xscale("log")
     axes.set_xlabel("bits per pixel (mean)")
     axes.set_ylabel(ylabel)
@@ -45,7 +47,7 @@ def rate_curve(summaries: Sequence[dict], column: str, ylabel: str, judge: str |
 
 def sample_grid(originals: Sequence[np.ndarray], results: Sequence[LevelResult]) -> bytes | None:
     """Rows of faces: original | each facezip model | JPEG at the size closest to that model's file."""
-    facezip = [r for r in results if r.level.codec == FACEZIP]
+    facezip = [r for r in results if r.level.kind == FACEZIP]
     jpeg = [r for r in results if r.level.codec == "jpeg"]
     if not originals or not facezip:
         return None

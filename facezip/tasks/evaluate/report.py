@@ -23,33 +23,42 @@ def accuracy_column(has_pairs: bool) -> str:
     return "verification_accuracy" if has_pairs else "nn_accuracy"
 
 
-def bjontegaard(summaries: Sequence[dict], anchor: str, metrics: Sequence[str], has_pairs: bool) -> list[dict]:
-    """BD-rate and BD-quality of every codec against ``anchor``, one row per (codec, metric)."""
+def bjontegaard(summaries: Sequence[dict], anchors: Sequence[str], metrics: Sequence[str],
+                has_pairs: bool) -> list[dict]:
+    """BD-rate and BD-quality of every codec curve against each anchor, one row per (codec, anchor,
+    metric). An anchor that was not measured in the run gives no rows (``missing_anchors``)."""
     columns = {**BD_COLUMNS, "accuracy": accuracy_column(has_pairs)}
     unknown = [m for m in metrics if m not in columns]
     if unknown:
         raise ValueError(f"evaluate.bd_metrics: unknown metric(s) {unknown} (use {', '.join(columns)})")
     curves = _curves(summaries)
-    if anchor not in curves:
-        return []
-    rows = []
-    for codec, levels in curves.items():
-        if codec in (anchor, REFERENCE):
-            continue
-        for metric in metrics:
-            column = columns[metric]
-            row = {"codec": codec, "anchor": anchor, "metric": metric, "points": len(levels),
-                   "bd_rate_percent": math.nan, "bd_quality": math.nan, "note": ""}
-            try:
-                args = ([s["bpp_mean"] for s in curves[anchor]], [s[column] for s in curves[anchor]],
-                        [s["bpp_mean"] for s in levels], [s[column] for s in levels])
-                row.update(bd_rate_percent=bd_rate(*args), bd_quality=bd_quality(*args))
-            except ValueError as exc:
-                row["note"] = str(exc)
-            if not row["note"] and math.isnan(row["bd_rate_percent"]):
-                row["note"] = "outside the anchor's quality range: no overlap to integrate"
-            rows.append(row)
-    return rows
+    return [_bd_row(codec, levels, anchor, curves[anchor], metric, columns[metric])
+            for anchor in anchors if anchor in curves
+            for codec, levels in curves.items() if codec not in (anchor, REFERENCE)
+            for metric in metrics]
+
+
+def missing_anchors(summaries: Sequence[dict], anchors: Sequence[str]) -> list[str]:
+    curves = _curves(summaries)
+    return [anchor for anchor in anchors if anchor not in curves]
+
+
+def _bd_row(codec: str, levels: list[dict], anchor: str, anchor_levels: list[dict], metric: str,
+            column: str) -> dict:
+    row = {"codec": codec, "anchor": anchor, "metric": metric, "points": len(levels),
+           "bd_rate_percent": math.nan, "bd_quality": math.nan, "note": ""}
+    try:
+        args = ([s["bpp_mean"] for s in anchor_levels], [s[column] for s in anchor_levels],
+                [s["bpp_mean"] for s in levels], [s[column] for s in levels])
+        row.update(bd_rate_percent=bd_rate(*args), bd_quality=bd_quality(*args))
+    except ValueError as exc:
+        row["note"] = str(exc)
+    if not row["note"] and math.isnan(row["bd_rate_percent"]):
+        row["note"] = "outside the anchor's quality range: no overlap to integrate"
+    elif len({s["bpp_mean"] for s in levels}) == 1:
+        row["note"] = ("one point, no curve: not a Bjøntegaard average but the difference at that point, "
+                       "read off the anchor's curve")
+    return row
 
 
 def _curves(summaries: Sequence[dict]) -> dict[str, list[dict]]:
@@ -85,6 +94,26 @@ def json_safe(data):
 
 def markdown(summaries: Sequence[dict], bd_rows: Sequence[dict], judge: str, has_pairs: bool,
              notes: Sequence[str]) -> str:
+    return (_front(summaries, bd_rows, judge, has_pairs, notes)
+            + f"\n## Table 5: speed (ms per image, batched as each codec is used; ×JPEG = vs the mean over "
+              f"the JPEG qualities of this run)\n\n{speed_table(summaries)}\n")
+
+
+def speed_table(summaries: Sequence[dict]) -> str:
+    jpeg = [s for s in summaries if s["codec"] == "jpeg" and s["ok"]]
+    base = {key: sum(s[key] for s in jpeg) / len(jpeg) if jpeg else math.nan for key in ("encode_ms", "decode_ms")}
+    return _table(["Codec", "Level", "Encode (ms)", "Encode ×JPEG", "Decode (ms)", "Decode ×JPEG"],
+                  [[s["codec"], s["setting"], _fmt(s["encode_ms"], 2), _ratio(s["encode_ms"], base["encode_ms"]),
+                    _fmt(s["decode_ms"], 2), _ratio(s["decode_ms"], base["decode_ms"])]
+                   for s in summaries if s["codec"] != REFERENCE])
+
+
+def _ratio(value: float, base: float) -> str:
+    return _fmt(value / base, 1) + "×" if base > 0 and math.isfinite(value) else "–"
+
+
+def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judge: str, has_pairs: bool,
+           notes: Sequence[str]) -> str:
     stats = ("mean", "max", "min")
     table1 = _table(
         ["Codec", "Level", "Images (failed)", *(f"bpp {s}" for s in stats), *(f"CR raw {s}" for s in stats),

@@ -1,7 +1,8 @@
 """``run_evaluate``: every face through every codec level, then tables, plots and one MLflow run.
 
 Files under ``dest``: ``rows.csv/json`` (one row per face and level, failures included),
-``summary.csv/json`` (one row per level), ``bjontegaard.csv``, ``report.md``, ``rate_*.png``,
+``summary.csv/json`` (one row per level, with encode / decode ms per image), ``bjontegaard.csv``
+(every codec curve against each of ``evaluate.bd_anchors``), ``report.md``, ``rate_*.png``,
 ``samples.png``, the embedding cache (``cache/``) and, last, ``_SUCCESS.json``.
 """
 
@@ -26,14 +27,14 @@ from facezip.tasks.evaluate.identity import FaceChecker, VectorCache
 from facezip.tasks.evaluate.levels import LevelResult, evaluate_level, summarize_level
 from facezip.tasks.evaluate.plots import rate_curve, sample_grid
 from facezip.tasks.evaluate.report import (ROW_COLUMNS, accuracy_column, bjontegaard, json_safe, markdown,
-                                           rows_csv, to_json)
+                                           missing_anchors, rows_csv, to_json)
 
 log = logging.getLogger(__name__)
 SUCCESS = "_SUCCESS.json"
 
 
 def run_evaluate(cfg: DictConfig, data: str, dest: str) -> dict:
-    """Evaluate ``cfg.evaluate.models`` (or ``cfg.codec.weights``) and the baselines on the faces
+    """Evaluate ``cfg.evaluate.models`` (or ``cfg.codec``) and the baselines on the faces
     of ``data``; write the results under ``dest``; return the ``_SUCCESS.json`` summary."""
     ecfg = cfg.evaluate
     storage = Storage.from_config(cfg.storage)
@@ -65,7 +66,9 @@ def run_evaluate(cfg: DictConfig, data: str, dest: str) -> dict:
                 if cache:
                     cache.save()
         summaries = [summarize_level(result, faceset, originals) for result in results]
-        bd_rows = bjontegaard(summaries, ecfg.bd_anchor, list(ecfg.bd_metrics), bool(faceset.pairs))
+        bd_rows = bjontegaard(summaries, list(ecfg.bd_anchors), list(ecfg.bd_metrics), bool(faceset.pairs))
+        faceset.notes += [f"no BD-rate against {anchor}: it was not measured in this run (evaluate.baselines)"
+                          for anchor in missing_anchors(summaries, list(ecfg.bd_anchors))]
         files = _render(faceset, results, summaries, bd_rows, judge.description)
         outputs = {name: join(dest, name) for name in files}
         for name, content in files.items():
@@ -105,6 +108,7 @@ def _render(faceset: FaceSet, results: list[LevelResult], summaries: list[dict],
         "report.md": markdown(summaries, bd_rows, judge, has_pairs, faceset.notes).encode(),
         "rate_psnr.png": rate_curve(summaries, "psnr_mean", "PSNR (dB)"),
         "rate_ms_ssim.png": rate_curve(summaries, "ms_ssim_mean", "MS-SSIM"),
+        "rate_cosine.png": rate_curve(summaries, "cosine_mean", "cosine to the original", judge),
         "rate_accuracy.png": rate_curve(summaries, accuracy_column(has_pairs),
                                         "verification accuracy" if has_pairs else "1-NN identity accuracy", judge),
     }
