@@ -12,10 +12,11 @@ from facezip.cli.common import CommandError, add_config_arguments, load, report_
 from facezip.infra.device import resolve_device
 from facezip.infra.storage import Storage
 from facezip.models.container import FzFormatError
-from facezip.models.loading import load_codec
+from facezip.models.loading import BUNDLED, load_codec
 from facezip.models.coding import bits_per_pixel, decode_file, encode_images
 from facezip.models.registry import Codec
-from facezip.tasks.compress import compress_files, decompress_files, describe_file, psnr, sample_face
+from facezip.tasks.compress import (BundledModels, compress_files, decompress_files, describe_file, psnr,
+                                   sample_face)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("-o", "--output", required=True, metavar="OUT",
                             help="output directory, or a file name when there is one input")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "compress":
+            _add_level_argument(parser)
         add_config_arguments(parser)
         parser.set_defaults(func=func)
     sample = subparsers.add_parser(
@@ -35,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("-o", "--output", default="facezip-sample", metavar="DIR",
                         help="where the original, .fz and restored images are written (default: %(default)s)")
     sample.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    _add_level_argument(sample)
     add_config_arguments(sample)
     sample.set_defaults(func=_sample)
     info = subparsers.add_parser("info", help="print the header and bpp of .fz files")
@@ -42,21 +46,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
 
 
+def _add_level_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--level", type=int, metavar="N",
+                        help="rung N of the codec's bundled rate ladder (codec.level; e.g. codec.name="
+                             "mean-scale-hyperprior: 1 = fewest bytes … 4 = best quality)")
+
+
+def _config(args: argparse.Namespace, overrides: list[str]):
+    cfg = load(args, overrides)
+    if getattr(args, "level", None) is not None:
+        cfg.codec.level = args.level
+    return cfg
+
+
 def _load_codec(cfg) -> Codec:
     try:
         return load_codec(cfg.codec.name, cfg.codec.weights, resolve_device(cfg.device),
-                          Storage.from_config(cfg.storage))
+                          Storage.from_config(cfg.storage), level=cfg.codec.level)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
 
-def _run(args: argparse.Namespace, work) -> int:
+def _decoder(cfg):
+    """Bundled weights: each file's own rung, found by the weights hash in its header (no --level
+    to remember); otherwise the configured codec."""
+    if cfg.codec.weights == BUNDLED:
+        return BundledModels(resolve_device(cfg.device)).codec_for
+    return _load_codec(cfg)
+
+
+def _run(args: argparse.Namespace, work, codec_from_config) -> int:
     inputs, overrides = split_overrides(args.inputs)
     if not inputs:
         raise CommandError("no input files given")
-    cfg = load(args, overrides)
+    cfg = _config(args, overrides)
     storage = Storage.from_config(cfg.storage)
-    codec = _load_codec(cfg)
+    codec = codec_from_config(cfg)
     results = work(codec, inputs, args.output, storage, not args.quiet)
     for result in results:
         if result.ok:
@@ -67,16 +92,16 @@ def _run(args: argparse.Namespace, work) -> int:
 
 def _compress(args: argparse.Namespace) -> int:
     return _run(args, lambda codec, inputs, out, storage, progress:
-                compress_files(codec, inputs, out, storage, progress=progress))
+                compress_files(codec, inputs, out, storage, progress=progress), _load_codec)
 
 
 def _decompress(args: argparse.Namespace) -> int:
-    return _run(args, lambda codec, inputs, out, storage, progress:
-                decompress_files(codec, inputs, out, storage, progress=progress))
+    return _run(args, lambda decoder, inputs, out, storage, progress:
+                decompress_files(decoder, inputs, out, storage, progress=progress), _decoder)
 
 
 def _sample(args: argparse.Namespace) -> int:
-    cfg = load(args, args.overrides)
+    cfg = _config(args, args.overrides)
     codec = _load_codec(cfg)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +111,8 @@ def _sample(args: argparse.Namespace) -> int:
     (out / "face.fz").write_bytes(fz)
     restored = decode_file(codec, (out / "face.fz").read_bytes())
     Image.fromarray(restored).save(out / "restored.png")
-    print(f"codec {codec.name} (weights {codec.weights_hash()}), {face.shape[0]}×{face.shape[1]} face")
+    level = f", level {codec.level}" if codec.level is not None else ""
+    print(f"codec {codec.name} (weights {codec.weights_hash()}{level}), {face.shape[0]}×{face.shape[1]} face")
     print(f"{len(fz)} bytes = {bits_per_pixel(len(fz), *face.shape[:2]):.3f} bpp, "
           f"PSNR {psnr(face, restored):.2f} dB, ratio {face.nbytes / len(fz):.1f}:1 vs raw RGB")
     print(f"wrote {out / 'original.png'}, {out / 'face.fz'}, {out / 'restored.png'}")
@@ -95,10 +121,11 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     failures = []
+    bundled = BundledModels("cpu")
     for path in args.files:
         try:
             with open(path, "rb") as handle:
-                print(json.dumps({"file": path, **describe_file(handle.read())}))
+                print(json.dumps({"file": path, **describe_file(handle.read(), bundled)}))
         except (OSError, FzFormatError) as exc:
             failures.append((path, str(exc)))
     return report_failures("info", failures, len(args.files)) if failures else 0

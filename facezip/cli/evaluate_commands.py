@@ -22,9 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data", metavar="DATA")
     parser.add_argument("dest", metavar="DEST")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    parser.add_argument("--codec", action="append", default=[], metavar="WEIGHTS",
-                        help="facezip weights to evaluate (repeatable; 'bundled', a path, s3:// URI); "
-                             "default: codec.weights")
+    parser.add_argument("--codec", action="append", default=[], metavar="MODEL",
+                        help="facezip model(s) to evaluate (repeatable; evaluate.models entries): "
+                             "'mean-scale-hyperprior:ladder' (every bundled rung, one curve), "
+                             "'mean-scale-hyperprior:l2', 'binarized-cae:bundled', 'CODEC:PATH', or plain "
+                             "weights of codec.name; default: codec.*")
+    parser.add_argument("--level", type=int, metavar="N",
+                        help="rung N of codec.name's bundled rate ladder when no --codec is given (codec.level)")
     parser.add_argument("--baselines", metavar="LIST",
                         help="comma-separated baselines among jpeg,webp,avif, or 'none' (default: evaluate.baselines)")
     parser.add_argument("--recognizer", metavar="JUDGE",
@@ -40,6 +44,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = load(args, args.overrides)
     if args.codec:
         cfg.evaluate.models = list(args.codec)
+    if args.level is not None:
+        cfg.codec.level = args.level
     if args.baselines:
         cfg.evaluate.baselines = [] if args.baselines == "none" else [b.strip() for b in args.baselines.split(",")]
     if args.recognizer:
