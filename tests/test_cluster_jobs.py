@@ -44,12 +44,15 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     temp_dir = tempfile.mkdtemp(prefix="fzray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     ports = {option: free_port() for option in PORT_OPTIONS}
     command = [shutil.which("ray", path=os.path.dirname(sys.executable)), "start", "--head", "--block",
                "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--include-dashboard", "true",
                "--dashboard-host", "127.0.0.1", "--temp-dir", temp_dir, "--disable-usage-stats",
+               # OS-chosen worker ports: every other Ray on this machine starts its workers in the
+               # default 10002-19999 range, and a port taken between Ray's check and the bind kills the worker
+               "--min-worker-port", "0", "--max-worker-port", "0",
                *(arg for option, port in ports.items() for arg in (f"--{option}", str(port)))]
     # The job runs `facezip run`: the venv's bin must be on the PATH the head hands its workers.
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
@@ -62,7 +65,19 @@ def cluster():
         yield Cluster(address, log_path)
     finally:
         _stop(head)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            _keep_logs(temp_dir, tmp_path_factory.mktemp("ray-head-logs"))
+        finally:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _keep_logs(temp_dir: str, kept: Path) -> None:
+    """The head's logs (dashboard, job agent, raylet, job drivers) outlive its short temp dir,
+    for failures under load that only the dashboard's own log explains."""
+    logs = Path(temp_dir, "session_latest", "logs")
+    if logs.is_dir():
+        shutil.copytree(logs, kept, dirs_exist_ok=True, ignore_dangling_symlinks=True)
+        print(f"ray head logs kept in {kept}")
 
 
 def _stop(head: subprocess.Popen) -> None:
