@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 import mlflow
@@ -47,6 +48,12 @@ class RunLogger:
         self.client.log_image(self.run_id, image, artifact_file=f"reconstructions/epoch_{epoch:03d}.png")
 
 
+def _requirements() -> list[str]:
+    """What loading the model needs, pinned to this environment: stated, because MLflow's own
+    inference imports the model in a subprocess (~10× slower than the rest of the logging)."""
+    return [f"{name}=={metadata.version(name)}" for name in ("facezip", "torch", "compressai")]
+
+
 def log_trained_model(codec: Codec, weights_bytes: bytes, registered_name: str | None) -> str | None:
     """Log ``codec`` with ``mlflow.pytorch`` in the active run, its facezip weights file inside
     the model (``extra_files/<codec>.pt``, what ``load_codec('models:/…')`` reads, with
@@ -57,6 +64,7 @@ def log_trained_model(codec: Codec, weights_bytes: bytes, registered_name: str |
         # "pickle": MLflow's pt2 format needs a single-tensor forward and a TensorSpec signature,
         # the codec's forward returns a dict. facezip itself never unpickles it (see above).
         info = mlflow.pytorch.log_model(codec, name="model", extra_files=[str(weights_path)],
-                                        serialization_format="pickle", registered_model_name=registered_name)
+                                        serialization_format="pickle", registered_model_name=registered_name,
+                                        pip_requirements=_requirements())
     version = getattr(info, "registered_model_version", None)
     return f"models:/{registered_name}/{version}" if registered_name and version else None
