@@ -13,7 +13,7 @@ Layers, entropy models and the rANS coder are CompressAI's (``compressai.models.
 MeanScaleHyperprior``). Two things are ours. Images are padded to a multiple of 16 (not 64):
 ``y`` is padded with zeros to a multiple of 4 before ``h_a`` and ``h_s``'s output cropped
 back, so a 160×160 face codes 10×10 latents instead of the 12×12 of a 192×192 reflection.
-And ``h_s`` runs in float64 on one CPU thread, image by image, in encoder and decoder alike:
+And ``h_s`` runs in float64 on one CPU thread in encoder and decoder alike:
 each scale picks a CDF table by comparing against fixed bounds, and a float32 convolution's
 last bits change with batch size, thread count and device, which would pick another table on
 decode and turn the rest of the rANS stream into garbage.
@@ -91,14 +91,9 @@ class MeanScaleHyperprior(Codec):
         z = self.net.h_a(_pad_latents(y))
         bottleneck, conditional = self.net.entropy_bottleneck, self.net.gaussian_conditional
         z_strings = bottleneck.compress(z)
-        z_hat = bottleneck.decompress(z_strings, z.shape[-2:])
-        payloads = []
-        for i, z_string in enumerate(z_strings):
-            scales, means = self._gaussian_parameters(z_hat[i : i + 1], y.shape[-2:], y.device)
-            indexes = conditional.build_indexes(scales)
-            y_string = conditional.compress(y[i : i + 1], indexes, means=means)[0]
-            payloads.append(_Z_LENGTH.pack(len(z_string)) + z_string + y_string)
-        return payloads
+        scales, means = self._gaussian_parameters(bottleneck.decompress(z_strings, z.shape[-2:]), y.shape[-2:], y.device)
+        y_strings = conditional.compress(y, conditional.build_indexes(scales), means=means)
+        return [_Z_LENGTH.pack(len(zs)) + zs + ys for zs, ys in zip(z_strings, y_strings)]
 
     @torch.no_grad()
     def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
@@ -106,26 +101,33 @@ class MeanScaleHyperprior(Codec):
         y_shape = (size[0] // Y_STRIDE, size[1] // Y_STRIDE)
         z_shape = (-(-y_shape[0] // Z_STRIDE), -(-y_shape[1] // Z_STRIDE))
         device = next(self.parameters()).device
-        y_hats = []
-        for payload in payloads:
-            z_string, y_string = _split(payload)
-            z_hat = self.net.entropy_bottleneck.decompress([z_string], z_shape)
-            scales, means = self._gaussian_parameters(z_hat, y_shape, device)
-            indexes = self.net.gaussian_conditional.build_indexes(scales)
-            y_hats.append(self.net.gaussian_conditional.decompress([y_string], indexes, means=means))
-        return self.net.g_s(torch.cat(y_hats).to(device)).clamp_(0, 1)
+        z_strings, y_strings = zip(*(_split(payload) for payload in payloads))
+        z_hat = self.net.entropy_bottleneck.decompress(list(z_strings), z_shape)
+        scales, means = self._gaussian_parameters(z_hat, y_shape, device)
+        conditional = self.net.gaussian_conditional
+        y_hat = conditional.decompress(list(y_strings), conditional.build_indexes(scales), means=means)
+        return self.net.g_s(y_hat.to(device)).clamp_(0, 1)
 
     def _gaussian_parameters(self, z_hat: torch.Tensor, y_shape, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(σ, μ)`` for one image, reproducibly (see the module docstring)."""
-        h_s = copy.deepcopy(self.net.h_s).to("cpu", torch.float64)
+        """``(σ, μ)`` reproducibly (see the module docstring): float64 on one CPU thread, where a
+        convolution treats each image of the batch on its own, so batch composition cannot matter."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            params = h_s(z_hat.to("cpu", torch.float64))[..., : y_shape[0], : y_shape[1]]
+            params = self._h_s_float64()(z_hat.to("cpu", torch.float64))[..., : y_shape[0], : y_shape[1]]
         finally:
             torch.set_num_threads(threads)
         scales, means = params.float().chunk(2, 1)
         return scales.to(device), means.to(device)
+
+    def _h_s_float64(self) -> torch.nn.Module:
+        """A float64 CPU copy of h_s, rebuilt whenever its weights change (parameter identity and
+        version counters; kept in a tuple so it is not registered as a submodule)."""
+        key = tuple((id(p), p._version) for p in self.net.h_s.parameters())
+        cached = getattr(self, "_h_s64_cache", None)
+        if cached is None or cached[0] != key:
+            self._h_s64_cache = (key, copy.deepcopy(self.net.h_s).to("cpu", torch.float64))
+        return self._h_s64_cache[1]
 
     def _require_tables(self) -> None:
         if self.net.entropy_bottleneck._offset.numel() == 0:
