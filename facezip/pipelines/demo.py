@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import mlflow
-
 import numpy as np
 from omegaconf import DictConfig
 from PIL import Image, ImageEnhance, ImageOps
