@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 # Quiet, offline Ray and fake AWS credentials, set before anything starts a Ray worker.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -125,3 +127,13 @@ def mlflow_server(tmp_path_factory) -> str:
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its gunicorn/uvicorn workers, nothing else
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(tmp_path_factory) -> Path:
+    """A TorchScript embedding model for evaluate's ``--recognizer``, never in any training loss."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()).eval()
+    path = tmp_path_factory.mktemp("judge") / "tiny.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    return path

@@ -27,7 +27,7 @@ from facezip.models.coding import decode_file, encode_images
 from facezip.models.facenet import facenet_cache_path, frozen_graph_path
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import create_codec
-from facezip.tasks.archive import ArchiveReader, restore_records, run_archive, run_verify
+from facezip.tasks.archive import ArchiveReader, restore_records, run_verify
 from facezip.tasks.archive.layout import RECORD_MAGIC, read_index
 
 FLOOR = 0.5

@@ -26,7 +26,6 @@ from facezip.models.registry import create_codec
 from facezip.tasks.evaluate import run_evaluate
 from facezip.tasks.evaluate.codecs import build_levels, parse_model_entry
 from facezip.tasks.evaluate.report import bjontegaard, speed_table
-from tests.test_evaluate_run import tiny_judge  # noqa: F401  (a fixture)
 
 HYPERPRIOR = "mean-scale-hyperprior"
 RUNGS = (1, 2, 3)

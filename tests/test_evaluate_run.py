@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from tests.conftest import shared_dataset
 from facezip.cli import main
@@ -54,16 +53,6 @@ def codec_weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "random-cae.pt"
     path.write_bytes(weights_to_bytes(create_codec("binarized-cae").freeze()))
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_judge(tmp_path_factory) -> Path:
-    """A TorchScript embedding model that was never in any training loss."""
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()).eval()
-    path = tmp_path_factory.mktemp("judge") / "tiny.pt"
-    torch.jit.save(torch.jit.script(model), str(path))
     return path
 
 
