@@ -4,6 +4,7 @@ against an independent reference (OpenCV's dnn running the same frozen graph).""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,9 @@ from facezip.models.facenet import (
     load_facenet,
     standardize,
 )
+
+
+REFERENCE_EMBEDDING = Path(__file__).parent / "data" / "casia_webface_astronaut_embedding.npy"
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +49,32 @@ def _embed(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
         return model(batch).numpy()[0]
 
 
-def test_offline_casia_webface_matches_opencv_reference(graph_path, face_batch, torch_home):
-    cv2 = pytest.importorskip("cv2", reason="OpenCV is the independent reference (opencv-python-headless)")
-    model = load_facenet("casia-webface")
-
-    reference_net = cv2.dnn.readNetFromTensorflow(str(graph_path))
-    reference_net.setInput(face_batch.numpy())  # the graph takes NCHW input as prepared, no prewhitening inside
-    reference = reference_net.forward().ravel()
-
-    embedding = _embed(model, face_batch)
+def test_offline_casia_webface_matches_the_graph_run_by_opencv(graph_path, face_batch, torch_home):
+    """The reference is OpenCV's dnn running the same frozen graph on the same face: live when this
+    OpenCV reads the graph (5.x; 4.x's importer fails on it, and compressai's numpy<2 caps OpenCV at
+    4.11), else the embedding OpenCV 5.0.0 computed, stored in tests/data by the command in
+    tests/data/README.md."""
+    embedding = _embed(load_facenet("casia-webface"), face_batch)
+    reference = np.load(REFERENCE_EMBEDDING)
+    live = _opencv_embedding(graph_path, face_batch)
+    if live is not None:
+        np.testing.assert_allclose(live, reference, atol=1e-5)
     assert np.linalg.norm(reference) == pytest.approx(1.0, abs=1e-5)
     assert np.abs(embedding - reference).max() < 1e-4
+    model = load_facenet("casia-webface")
     assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def _opencv_embedding(graph_path, face_batch) -> np.ndarray | None:
+    try:
+        import cv2
+
+        net = cv2.dnn.readNetFromTensorflow(str(graph_path))
+    except Exception as exc:  # ImportError, or cv2.error from OpenCV 4's graph importer
+        logging.getLogger(__name__).info("OpenCV cannot run the graph here (%s): stored reference only", exc)
+        return None
+    net.setInput(face_batch.numpy())  # the graph takes NCHW input as prepared, no prewhitening inside
+    return net.forward().ravel()
 
 
 def test_converted_cache_file_is_used_by_facenet_pytorch(graph_path, face_batch, torch_home):
