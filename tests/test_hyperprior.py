@@ -131,7 +131,7 @@ def test_aux_loss_trains_the_quantiles_alone():
     quantiles = codec.aux_parameters()
     assert len(quantiles) == 1 and quantiles[0].shape[0] == SMALL["N"]
     optimizer = torch.optim.Adam(quantiles, lr=0.1)
-    before = float(codec.aux_loss())
+    before = codec.aux_loss().item()
     for _ in range(20):
         optimizer.zero_grad()
         codec.aux_loss().backward()
