@@ -16,8 +16,6 @@ import torch
 from PIL import Image
 
 import facezip.models.loading as loading
-import facezip.tasks.compress as compress_task
-import facezip.tasks.evaluate.codecs as evaluate_codecs
 from facezip.cli import main
 from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
@@ -65,8 +63,7 @@ def bundled_ladder(monkeypatch, ladder_dir) -> Path:
         return list(RUNGS) if codec_name == HYPERPRIOR else real_levels(codec_name)
 
     monkeypatch.setattr(loading, "bundled_weights_path", weights_path)
-    for module in (loading, evaluate_codecs, compress_task):
-        monkeypatch.setattr(module, "bundled_levels", levels)
+    monkeypatch.setattr(loading, "bundled_levels", levels)
     return ladder_dir
 
 

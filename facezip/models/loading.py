@@ -37,11 +37,8 @@ def bundled_levels(codec_name: str) -> list[int]:
 
 
 def load_ladder(codec_name: str, device: torch.device | str = "cpu") -> dict[int, Codec]:
-    """Every bundled rung of ``codec_name``: ``{level: codec}``, lowest rate first."""
-    levels = bundled_levels(codec_name)
-    if not levels:
-        raise ValueError(f"codec '{codec_name}' has no bundled rate ladder")
-    return {level: load_codec(codec_name, BUNDLED, device, level=level) for level in levels}
+    """Every bundled rung of ``codec_name``: ``{level: codec}``, lowest rate first ({} without a ladder)."""
+    return {level: load_codec(codec_name, BUNDLED, device, level=level) for level in bundled_levels(codec_name)}
 
 
 def weights_to_bytes(codec: Codec, metadata: dict[str, Any] | None = None) -> bytes:

@@ -20,7 +20,7 @@ from facezip.infra.images import ImageError, decode_image
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.coding import bits_per_pixel, decode_file, encode_images
 from facezip.models.container import PAYLOAD_STORED, FzFormatError, FzHeader, read_header
-from facezip.models.loading import BUNDLED, bundled_levels, load_codec
+from facezip.models.loading import BUNDLED, load_codec, load_ladder
 from facezip.models.registry import Codec, available_codecs
 from facezip.tasks.evaluate.metrics import psnr_from_mse
 
@@ -74,16 +74,15 @@ class BundledModels:
     def candidates(self, codec_name: str) -> dict[str, tuple[int | None, Codec]]:
         """``{weights hash: (level, codec)}`` of ``codec_name``'s bundled weights."""
         if codec_name not in self._by_hash:
-            levels = bundled_levels(codec_name) or [None]
-            found = {}
-            for level in levels:
-                try:
-                    codec = load_codec(codec_name, BUNDLED, self.device, level=level)
-                except ValueError:  # this codec ships no weights: nothing to match
-                    continue
-                found[codec.weights_hash()] = (codec.level, codec)
-            self._by_hash[codec_name] = found
+            codecs = list(load_ladder(codec_name, self.device).values()) or self._single_bundled(codec_name)
+            self._by_hash[codec_name] = {codec.weights_hash(): (codec.level, codec) for codec in codecs}
         return self._by_hash[codec_name]
+
+    def _single_bundled(self, codec_name: str) -> list[Codec]:
+        try:
+            return [load_codec(codec_name, BUNDLED, self.device)]
+        except ValueError:  # this codec ships no weights: nothing to match
+            return []
 
     def level_of(self, header: FzHeader) -> int | None:
         if header.codec not in available_codecs():

@@ -9,7 +9,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from facezip.infra.storage import Storage
-from facezip.models.loading import BUNDLED, bundled_levels, load_codec
+from facezip.models.loading import BUNDLED, bundled_levels, load_codec, load_ladder
 from facezip.models.registry import Codec, codec_class
 
 
@@ -41,16 +41,16 @@ def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
         codec = load_codec(name, weights, "cpu", storage, level=level)
         return [Rung(codec.level, weights, codec)]
     else:
-        levels = bundled_levels(name) if weights == BUNDLED else []
-        if not levels:
+        ladder = load_ladder(name) if weights == BUNDLED else {}
+        if not ladder:
             raise ValueError(f"archive.min_identity needs a rate ladder, and codec '{name}' with weights "
                              f"'{weights}' has none: use a codec with bundled levels or list the rungs' "
                              "weights in archive.ladder")
         start = codec_class(name).default_level if level is None else level
-        if start not in levels:
+        if start not in ladder:
             raise ValueError(f"codec.level={start} is not a bundled level of '{name}' "
-                             f"(levels: {', '.join(map(str, levels))})")
-        chosen = [Rung(n, BUNDLED, load_codec(name, BUNDLED, "cpu", storage, level=n)) for n in levels if n >= start]
+                             f"(levels: {', '.join(map(str, ladder))})")
+        chosen = [Rung(n, BUNDLED, codec) for n, codec in ladder.items() if n >= start]
     return chosen if floor is not None else chosen[:1]
 
 

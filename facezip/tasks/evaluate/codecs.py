@@ -26,7 +26,7 @@ from PIL import Image, features
 from facezip.infra.storage import Storage
 from facezip.models.coding import decode_files, decode_file, encode_images
 from facezip.models.container import FzFormatError
-from facezip.models.loading import BUNDLED, REGISTRY_SCHEME, bundled_levels, load_codec
+from facezip.models.loading import BUNDLED, REGISTRY_SCHEME, load_codec, load_ladder
 from facezip.models.registry import Codec, available_codecs
 
 PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
@@ -131,12 +131,11 @@ def model_levels(entry: ModelEntry, device: torch.device, storage: Storage) -> l
     if not entry.ladder:
         codec = load_codec(entry.codec, entry.weights, device, storage, level=entry.level)
         return [facezip_level(entry.curve, codec, _setting(entry.weights, codec))]
-    rungs = bundled_levels(entry.codec)
-    if not rungs:
+    ladder = load_ladder(entry.codec, device)
+    if not ladder:
         raise ValueError(f"evaluate.models: codec '{entry.codec}' has no bundled rate ladder "
                          f"(give {entry.codec}:bundled or {entry.codec}:PATH)")
-    return [facezip_level(entry.curve, load_codec(entry.codec, BUNDLED, device, storage, level=rung), f"l{rung}")
-            for rung in rungs]
+    return [facezip_level(entry.curve, codec, f"l{level}") for level, codec in ladder.items()]
 
 
 def _setting(weights: str, codec: Codec) -> str:
