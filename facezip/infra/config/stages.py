@@ -72,7 +72,7 @@ class TrainConfig:
     cpus_per_worker: float = 0.5  # fractional CPUs leave room for Ray Data's read tasks on small hosts
     storage_path: Optional[str] = None  # Ray Train checkpoints (local or s3://); None = <dest>/ray
     checkpoints_to_keep: int = 2  # the best (lowest val_loss) ones are kept
-    registered_model_name: Optional[str] = "facezip-binarized-cae"  # None: log the model, don't register
+    registered_model_name: Optional[str] = "facezip-${codec.name}"  # None: log the model, don't register
     max_image_pixels: int = 40_000_000
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
