@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def train_loop(config: dict[str, Any]) -> None:
     start_epoch, step = restore(codec, optimizers)
     model = _prepare_model(codec)
     batches = BatchMaker(phase, int(tcfg.crop_size), int(tcfg.max_image_pixels))
-    validator = _Validator(batches, loss_fn, device, config["mlflow"]) if rank == 0 else None
+    validator = _Validator(batches, loss_fn, device, config["mlflow"], step) if rank == 0 else None
     if validator and start_epoch == 0:
         validator.run(codec, epoch=0, step=0)  # the untrained baseline, so the curve has a start
 
@@ -71,6 +72,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 totals[key] = totals.get(key, 0.0) + value
             if validator and step % int(tcfg.log_every_steps) == 0:
                 validator.logger_metrics({f"train_{k}": v for k, v in terms.items()}, step)
+                validator.progress(phase, epoch + 1, step, terms)
         metrics = {"epoch": epoch + 1, "step": step, **{f"epoch_train_{k}": v / max(batch_count, 1) for k, v in totals.items()}}
         if validator is None:
             ray.train.report(metrics)  # every worker reports each epoch; only rank 0 checkpoints
@@ -162,7 +164,8 @@ def train_step(model: nn.Module, codec: Codec, loss_fn: nn.Module, optimizers: l
 class _Validator:
     """Rank 0: metrics on a fixed validation batch set, a reconstruction grid, MLflow logging."""
 
-    def __init__(self, batches: BatchMaker, loss_fn: nn.Module, device: torch.device, mlflow_target: dict | None) -> None:
+    def __init__(self, batches: BatchMaker, loss_fn: nn.Module, device: torch.device, mlflow_target: dict | None,
+                 step: int) -> None:
         cfg_rows = ray.train.get_dataset_shard("val")
         self.images, self.boxes = [], []
         for batch in cfg_rows.iter_batches(batch_size=8, batch_format="numpy"):
@@ -171,10 +174,19 @@ class _Validator:
             self.boxes.append(boxes)
         self.loss_fn, self.device = loss_fn, device
         self.logger = RunLogger(mlflow_target["uri"], mlflow_target["run_id"]) if mlflow_target else None
+        self.last_time, self.last_step = time.monotonic(), step
 
     def logger_metrics(self, values: dict[str, float], step: int) -> None:
         if self.logger:
             self.logger.metrics(values, step)
+
+    def progress(self, phase: str, epoch: int, step: int, terms: dict[str, float]) -> None:
+        """A line per ``log_every_steps`` with the pace, so a long run shows it is moving."""
+        now = time.monotonic()
+        pace = (now - self.last_time) / max(step - self.last_step, 1)
+        self.last_time, self.last_step = now, step
+        print(f"[train {phase}] epoch {epoch} step {step} ({pace:.2f} s/step): "
+              + ", ".join(f"{k} {v:.4g}" for k, v in terms.items()), flush=True)
 
     @torch.no_grad()
     def run(self, codec: Codec, epoch: int, step: int) -> dict[str, float]:
@@ -204,4 +216,5 @@ class _Validator:
             originals = self.images[0][:GRID_IMAGES]
             self.logger.reconstruction_grid(originals, codec(originals.to(self.device))["x_hat"].cpu(), epoch)
         codec.train(was_training)
+        self.last_time, self.last_step = time.monotonic(), step  # the pace counts training steps only
         return metrics
