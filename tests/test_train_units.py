@@ -14,6 +14,7 @@ from facezip.models import create_codec
 from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
 from facezip.tasks.train.data import BatchMaker, _is_validation
+from facezip.tasks.train.loop import make_loss
 from facezip.tasks.train.runner import check_resources
 
 
@@ -121,3 +122,13 @@ def test_eq2_loss_on_a_fixed_batch_goes_down(astronaut):
         optimizer.step()
         losses.append(float(terms["loss"]))
     assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("codec_name, overrides, weight", [
+    ("binarized-cae", [], 1.0),                                   # eq. 2 / L1 + MS-SSIM as they are
+    ("mean-scale-hyperprior", [], 32.0),                          # the codec's pretraining λ
+    ("mean-scale-hyperprior", ["train.lmbda=100"], 100.0)])
+def test_rate_weight_is_the_codecs_default_unless_configured(codec_name, overrides, weight):
+    tcfg = load_config([], overrides).train
+    loss = make_loss("pretrain", tcfg, torch.device("cpu"), create_codec(codec_name))
+    assert loss.l1_weight == pytest.approx(weight * tcfg.pretrain.l1_weight)

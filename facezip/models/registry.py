@@ -32,6 +32,8 @@ class Codec(nn.Module, ABC):
     entropy_coded: ClassVar[bool] = False
     # codecs shipped as a rate ladder (weights/<name>-l<N>.pt): the rung used when none is asked for
     default_level: ClassVar[int | None] = None
+    # λ of R + λ·D per training phase when train.lmbda is unset; 1 leaves a fixed-rate codec's loss as it is
+    default_lmbda: ClassVar[dict[str, float]] = {"pretrain": 1.0, "finetune": 1.0}
 
     @property
     @abstractmethod
