@@ -37,7 +37,7 @@ if [ "$WHAT" != binarized ]; then
     train.batch_size=8 train.crop_size=128 train.val_fraction=0.15 train.pretrain.crops_per_image=32 \
     train.lr=0.0005 train.pretrain.beta1=0.9 train.lmbda=32 train.registered_model_name=facezip-msh-pretrain
   # Rung 2 trains longest from the Kodak model; the others start from a neighbouring rung, which
-  # moves to a new rate in a few hundred steps (CPU time here allowed ~1,600 steps in all).
+  # moves to a new rate in a few hundred steps: 595 + 3 × 255 steps (~1,360, 95 min on 2 CPU cores).
   rung() {  # rung LEVEL INIT EPOCHS
     local level=$1 init=$2 epochs=$3
     finished "$RUNS/msh-l$level" || facezip train --phase finetune "$RUNS/lfw-faces" "$RUNS/msh-l$level" $TRAIN $MSH \
