@@ -41,8 +41,9 @@ def merge_config(cfg: DictConfig, update: DictConfig | dict, source: str) -> Dic
     return _merge(cfg, OmegaConf.create(update), source=source)
 
 
-def config_to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+def config_to_yaml(cfg: DictConfig, resolve: bool = True) -> str:
+    """YAML of ``cfg``; ``resolve=False`` keeps interpolations such as ``facezip-${codec.name}``."""
+    return OmegaConf.to_yaml(cfg, resolve=resolve)
 
 
 def _read_yaml(path: Path) -> DictConfig:
