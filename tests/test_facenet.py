@@ -54,14 +54,14 @@ def test_offline_casia_webface_matches_the_graph_run_by_opencv(graph_path, face_
     OpenCV reads the graph (5.x; 4.x's importer fails on it, and compressai's numpy<2 caps OpenCV at
     4.11), else the embedding OpenCV 5.0.0 computed, stored in tests/data by the command in
     tests/data/README.md."""
-    embedding = _embed(load_facenet("casia-webface"), face_batch)
+    model = load_facenet("casia-webface")
+    embedding = _embed(model, face_batch)
     reference = np.load(REFERENCE_EMBEDDING)
     live = _opencv_embedding(graph_path, face_batch)
     if live is not None:
         np.testing.assert_allclose(live, reference, atol=1e-5)
     assert np.linalg.norm(reference) == pytest.approx(1.0, abs=1e-5)
     assert np.abs(embedding - reference).max() < 1e-4
-    model = load_facenet("casia-webface")
     assert not model.training and not any(p.requires_grad for p in model.parameters())
 
 

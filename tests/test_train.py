@@ -111,6 +111,7 @@ def test_pretrain_logs_to_mlflow_server_and_resumes(ray_local, photos, tmp_path,
     client = mlflow.MlflowClient(mlflow_server)
     run = client.get_run(first["mlflow_run_id"])
     assert run.data.params["train.epochs"] == "1" and run.data.params["train.num_workers"] == "2"
+    assert run.data.params["train.lmbda"] == "1.0"  # the codec's default, resolved before the run logs it
     val_loss = _history(client, run.info.run_id, "val_loss")
     assert [step for step, _ in val_loss] == [0, 3]
     assert val_loss[-1][1] < val_loss[0][1]  # the fixed validation batch got better

@@ -15,7 +15,7 @@ from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
 from facezip.tasks.train.data import BatchMaker, _is_validation
 from facezip.tasks.train.loop import make_loss
-from facezip.tasks.train.runner import check_resources
+from facezip.tasks.train.runner import check_resources, with_codec_lmbda
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -129,6 +129,8 @@ def test_eq2_loss_on_a_fixed_batch_goes_down(astronaut):
     ("mean-scale-hyperprior", [], 32.0),                          # the codec's pretraining λ
     ("mean-scale-hyperprior", ["train.lmbda=100"], 100.0)])
 def test_rate_weight_is_the_codecs_default_unless_configured(codec_name, overrides, weight):
-    tcfg = load_config([], overrides).train
-    loss = make_loss("pretrain", tcfg, torch.device("cpu"), create_codec(codec_name))
-    assert loss.l1_weight == pytest.approx(weight * tcfg.pretrain.l1_weight)
+    cfg = load_config([], overrides)
+    resolved = with_codec_lmbda(cfg, create_codec(codec_name), "pretrain")
+    assert resolved.train.lmbda == weight and cfg.train.lmbda == (None if not overrides else weight)
+    loss = make_loss("pretrain", resolved.train, torch.device("cpu"))
+    assert loss.l1_weight == pytest.approx(weight * cfg.train.pretrain.l1_weight)

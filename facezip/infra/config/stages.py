@@ -61,7 +61,7 @@ class TrainConfig:
     max_steps_per_epoch: Optional[int] = None  # None: one pass over the worker's shard
     # λ in R + λ·D + b·identity: the pixel distortion's weight against the estimated rate R (bpp) of
     # codecs with an entropy model (mean-scale-hyperprior); binarized-cae's rate is fixed, λ = 1 keeps eq. 2
-    lmbda: Optional[float] = None  # None: the codec's default for the phase (Codec.default_lmbda)
+    lmbda: Optional[float] = None  # None: the codec's default for the phase (Codec.default_lmbda), set by run_train
     aux_lr: float = 1e-3  # Adam on entropy-bottleneck quantiles (their auxiliary loss), as CompressAI trains them
     clip_grad_norm: Optional[float] = None  # e.g. 1.0 as CompressAI's example training for hyperpriors
     val_fraction: float = 0.1  # held out by a hash of the image id (or the dataset's own split)

@@ -47,7 +47,7 @@ def train_loop(config: dict[str, Any]) -> None:
     codec = create_codec(config["codec"], **config["architecture"])
     if config["init_state"] is not None:
         codec.load_state_dict(torch.load(io.BytesIO(config["init_state"]), map_location="cpu", weights_only=True))
-    loss_fn = make_loss(phase, tcfg, device, codec)
+    loss_fn = make_loss(phase, tcfg, device)
     optimizers = make_optimizers(codec, phase, tcfg)
     start_epoch, step = restore(codec, optimizers)
     model = _prepare_model(codec)
@@ -89,13 +89,12 @@ def train_loop(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def make_loss(phase: str, tcfg: Any, device: torch.device, codec: Codec) -> nn.Module:
-    """The phase's loss; λ is ``train.lmbda`` or, unset, the codec's own default for the phase."""
-    lmbda = codec.default_lmbda[phase] if tcfg.lmbda is None else tcfg.lmbda
+def make_loss(phase: str, tcfg: Any, device: torch.device) -> nn.Module:
+    """The phase's loss; ``train.lmbda`` was resolved by the driver (``runner.with_codec_lmbda``)."""
     if phase == "pretrain":
-        return PretrainLoss(tcfg.pretrain.l1_weight, tcfg.pretrain.ms_ssim_weight, lmbda)
+        return PretrainLoss(tcfg.pretrain.l1_weight, tcfg.pretrain.ms_ssim_weight, tcfg.lmbda)
     facenet = load_facenet(tcfg.finetune.facenet_weights, device)
-    return FaceNetLoss(facenet, tcfg.finetune.pixel_weight, tcfg.finetune.facenet_weight, lmbda).to(device)
+    return FaceNetLoss(facenet, tcfg.finetune.pixel_weight, tcfg.finetune.facenet_weight, tcfg.lmbda).to(device)
 
 
 def make_optimizers(codec: Codec, phase: str, tcfg: Any) -> list[torch.optim.Optimizer]:

@@ -21,6 +21,7 @@ import ray
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from facezip.infra.config import merge_config
 from facezip.infra.ray_runtime import cluster_cpus, init_ray
 from facezip.infra.readers import arrow_filesystem
 from facezip.infra.storage import Storage, is_remote, join
@@ -48,6 +49,7 @@ def run_train(cfg: DictConfig, data: str, dest: str, phase: str, init_weights: s
     init_ray(cfg.ray)
     check_resources(cfg.train)
     codec = initial_codec(cfg, phase, init_weights, storage)
+    cfg = with_codec_lmbda(cfg, codec, phase)
     if phase == "finetune":  # resolve (or convert) FaceNet once here: a missing file fails before Ray Train starts
         load_facenet(cfg.train.finetune.facenet_weights, "cpu", storage)
     training_data = load_training_data(phase, data, storage, cfg.train)
@@ -74,6 +76,14 @@ def run_train(cfg: DictConfig, data: str, dest: str, phase: str, init_weights: s
                "metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))}}
     storage.write_bytes_atomic(join(dest, SUCCESS_FILE), json.dumps(summary, indent=2).encode())
     return summary
+
+
+def with_codec_lmbda(cfg: DictConfig, codec: Codec, phase: str) -> DictConfig:
+    """``train.lmbda`` unset → the codec's own λ for the phase, set here so MLflow's params and every
+    worker see the value trained with."""
+    if cfg.train.lmbda is not None:
+        return cfg
+    return merge_config(cfg, {"train": {"lmbda": codec.default_lmbda[phase]}}, source=f"codec {codec.name}")
 
 
 def check_resources(tcfg: Any) -> None:
