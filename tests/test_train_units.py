@@ -14,7 +14,7 @@ from facezip.models import create_codec
 from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
 from facezip.tasks.train.data import BatchMaker, _is_validation
-from facezip.tasks.train.loop import make_loss
+from facezip.tasks.train.loop import make_loss, warm_up
 from facezip.tasks.train.runner import check_resources, with_codec_lmbda
 
 
@@ -134,3 +134,14 @@ def test_rate_weight_is_the_codecs_default_unless_configured(codec_name, overrid
     assert resolved.train.lmbda == weight and cfg.train.lmbda == (None if not overrides else weight)
     loss = make_loss("pretrain", resolved.train, torch.device("cpu"))
     assert loss.l1_weight == pytest.approx(weight * cfg.train.pretrain.l1_weight)
+
+
+def test_warmup_ramps_the_lr_from_the_global_step_and_then_holds_it():
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    lrs = []
+    for step in (0, 1, 3, 4, 10):  # a resumed run calls it with its restored global step
+        warm_up(optimizer, step, warmup_steps=4)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-3, 1e-3])
+    warm_up(optimizer, 0, warmup_steps=0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)

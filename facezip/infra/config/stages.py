@@ -64,6 +64,9 @@ class TrainConfig:
     lmbda: Optional[float] = None  # None: the codec's default for the phase (Codec.default_lmbda), set by run_train
     aux_lr: float = 1e-3  # Adam on entropy-bottleneck quantiles (their auxiliary loss), as CompressAI trains them
     clip_grad_norm: Optional[float] = None  # e.g. 1.0 as CompressAI's example training for hyperpriors
+    # linear lr warmup over the run's first steps: a fresh Adam moves every weight by about lr per
+    # step at first, which knocks a model fine-tuned from --init off its optimum (0 = none)
+    warmup_steps: int = 0
     val_fraction: float = 0.1  # held out by a hash of the image id (or the dataset's own split)
     max_val_images: int = 16  # validation metrics and the reconstruction grid, on rank 0
     log_every_steps: int = 10

@@ -65,6 +65,7 @@ def train_loop(config: dict[str, Any]) -> None:
                                         local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS):
             if tcfg.max_steps_per_epoch and batch_count >= int(tcfg.max_steps_per_epoch):
                 break
+            warm_up(optimizers[0], step, int(tcfg.warmup_steps))
             terms = train_step(model, codec, loss_fn, optimizers, batches(batch, training=True), device,
                                tcfg.clip_grad_norm)
             step, batch_count = step + 1, batch_count + 1
@@ -106,6 +107,14 @@ def make_optimizers(codec: Codec, phase: str, tcfg: Any) -> list[torch.optim.Opt
     main = torch.optim.Adam([p for p in codec.parameters() if id(p) not in aux], lr=lr,
                             betas=(phase_cfg.beta1, 0.999), weight_decay=phase_cfg.weight_decay)
     return [main, torch.optim.Adam(codec.aux_parameters(), lr=tcfg.aux_lr)] if aux else [main]
+
+
+def warm_up(optimizer: torch.optim.Optimizer, step: int, warmup_steps: int) -> None:
+    """Linear warmup of the main lr over the first ``warmup_steps`` global steps (from the step
+    count, so a resumed run continues where it was without scheduler state)."""
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", group["lr"])
+        group["lr"] = group["base_lr"] * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else group["base_lr"]
 
 
 def _prepare_model(codec: Codec) -> nn.Module:
