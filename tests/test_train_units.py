@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from facezip.infra.config import load_config
+from facezip.infra.ray_runtime import quiet_state_api_users
 from facezip.models import create_codec
 from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
@@ -145,3 +147,13 @@ def test_warmup_ramps_the_lr_from_the_global_step_and_then_holds_it():
     assert lrs == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-3, 1e-3])
     warm_up(optimizer, 0, warmup_steps=0)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_a_local_ray_without_dashboard_silences_the_placement_group_cleaners_warning():
+    """Without the dashboard the state API is down, and Ray Train's cleaner warns every second."""
+    from ray.train.v2._internal.execution.controller import placement_group_cleaner
+
+    placement_group_cleaner.logger.setLevel(logging.NOTSET)
+    assert placement_group_cleaner.logger.isEnabledFor(logging.WARNING)
+    quiet_state_api_users()  # the worker_process_setup_hook of init_ray's local Ray
+    assert not placement_group_cleaner.logger.isEnabledFor(logging.WARNING)

@@ -28,8 +28,17 @@ def init_ray(ray_cfg: Any) -> None:
         log.info("joining Ray at %s", address)
         ray.init(address=address, **kwargs)
     else:
+        if not ray_cfg.include_dashboard:
+            kwargs["runtime_env"] = {"worker_process_setup_hook": "facezip.infra.ray_runtime.quiet_state_api_users"}
         ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=bool(ray_cfg.include_dashboard), **kwargs)
     DataContext.get_current().enable_progress_bars = bool(ray_cfg.progress_bars)
+
+
+def quiet_state_api_users() -> None:
+    """Runs in every worker of a local Ray started without the dashboard. Ray Train's placement
+    group cleaner asks the state API (served by the dashboard) whether the controller is alive
+    every second, and warns each time it cannot: thousands of identical lines in a long run."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
 def cluster_cpus() -> float:
