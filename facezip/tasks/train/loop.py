@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -80,14 +81,20 @@ def train_loop(config: dict[str, Any]) -> None:
             continue
         metrics.update(validator.run(codec, epoch=epoch + 1, step=step))
         validator.logger_metrics({k: v for k, v in metrics.items() if k.startswith("epoch_train_")}, step)
-        print(f"[train {phase}] epoch {epoch + 1}/{tcfg.epochs} step {step}: "
-              + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("epoch_train_loss", "val_"))),
-              flush=True)
+        say(f"[train {phase}] epoch {epoch + 1}/{tcfg.epochs} step {step}: "
+            + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("epoch_train_loss", "val_"))))
         with tempfile.TemporaryDirectory() as tmp:
             torch.save({"codec": codec.name, "architecture": codec.architecture(), "model": codec.state_dict(),
                         "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch + 1, "step": step},
                        Path(tmp) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def say(line: str) -> None:
+    """One progress line on the worker's stdout, which Ray forwards to the driver. Not ``print``:
+    Ray Train patches it in workers to log *and* echo, and every line reached the console twice."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def make_loss(phase: str, tcfg: Any, device: torch.device) -> nn.Module:
@@ -195,8 +202,8 @@ class _Validator:
         now = time.monotonic()
         pace = (now - self.last_time) / max(step - self.last_step, 1)
         self.last_time, self.last_step = now, step
-        print(f"[train {phase}] epoch {epoch} step {step} ({pace:.2f} s/step): "
-              + ", ".join(f"{k} {v:.4g}" for k, v in terms.items()), flush=True)
+        say(f"[train {phase}] epoch {epoch} step {step} ({pace:.2f} s/step): "
+            + ", ".join(f"{k} {v:.4g}" for k, v in terms.items()))
 
     @torch.no_grad()
     def run(self, codec: Codec, epoch: int, step: int) -> dict[str, float]:
