@@ -49,31 +49,35 @@ class SkipRules:
 
 @dataclass(frozen=True)
 class EncoderSettings:
+    """What every actor needs. The large parts are ObjectRefs: one copy in the object store, and a
+    small actor constructor (Ray warns about, and ships, every byte captured in it)."""
+
     codec: str
-    # (level, weights reference, weights file) per rung, start rung first: the driver loaded the
-    # files, so actors need neither S3 nor MLflow access
-    rungs: tuple[tuple[int | None, str, bytes], ...]
+    # ObjectRef of (level, weights reference, weights file) per rung, start rung first: the driver
+    # loaded the files, so actors need neither S3 nor MLflow access
+    rungs: Any
     device: str
     batch_size: int
     max_pixels: int
     min_identity: float | None = None
-    judge: Any = None  # ObjectRef of the FaceNet module (one copy in the object store, not one per actor task)
+    judge: Any = None  # ObjectRef of the FaceNet module
 
 
 class ArchiveEncoder:
     """Callable class for ``Dataset.map_batches``: codecs and judge are loaded once per actor."""
 
-    def __init__(self, settings: EncoderSettings, rules: SkipRules) -> None:
+    def __init__(self, settings: EncoderSettings, rules: Any) -> None:
+        """``rules``: ObjectRef of the run's ``SkipRules`` (an archive's ids can be millions)."""
         import ray
 
         device = resolve_device(settings.device)
         self.rungs = [Rung(level, model, codec_from_bytes(data, model, expected_codec=settings.codec)
-                           .to(device).freeze()) for level, model, data in settings.rungs]
+                           .to(device).freeze()) for level, model, data in ray.get(settings.rungs)]
         self.judge = None
         if settings.judge is not None:
             self.judge = Recognizer(ray.get(settings.judge), "FaceNet", device=device)
         self.settings = settings
-        self.rules = rules
+        self.rules: SkipRules = ray.get(rules)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()

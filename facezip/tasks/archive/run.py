@@ -48,14 +48,14 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
         writer = ShardWriter(dest, storage, first_shard, settings.records_per_shard,
                              int(settings.target_shard_mb * 2**20), progress=progress)
         encoder = EncoderSettings(
-            rungs[0].codec.name, tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs),
+            rungs[0].codec.name, ray.put(tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)),
             cfg.device, settings.batch_size, settings.max_image_pixels, settings.min_identity,
             ray.put(judge) if judge is not None else None)
         with _preserve_order():
             # Small blocks (streaming, order kept) so every actor gets work even from one big Parquet file.
             inputs = reader.to_ray_dataset().repartition(target_num_rows_per_block=4 * settings.batch_size)
             encoded = inputs.map_batches(
-                ArchiveEncoder, fn_constructor_kwargs={"settings": encoder, "rules": rules},
+                ArchiveEncoder, fn_constructor_kwargs={"settings": encoder, "rules": ray.put(rules)},
                 batch_size=settings.batch_size, batch_format="pyarrow",
                 compute=ActorPoolStrategy(size=settings.num_actors or max(1, int(cluster_cpus()))),
                 num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor)
