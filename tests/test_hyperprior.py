@@ -118,11 +118,17 @@ def test_rate_joins_the_loss_only_when_learned(astronaut):
     loss_fn = PretrainLoss(lmbda=8.0)
     codec = create_codec("mean-scale-hyperprior", **SMALL).train()
     out = codec(x)
-    terms = with_rate(loss_fn(out["x_hat"], x.repeat(1, 1, 1, 1)), out["bits"], 64 * 64)
+    terms = with_rate(loss_fn(out["x_hat"], x.repeat(1, 1, 1, 1)), out["bits"], 64 * 64, codec.learns_rate)
     assert terms["loss"].requires_grad
     assert torch.isclose(terms["loss"], terms["bpp"] + terms["distortion"])
-    fixed = create_codec("binarized-cae")(x)
-    plain = with_rate(loss_fn(fixed["x_hat"], x), fixed["bits"], 64 * 64)
+    with torch.no_grad():  # validation ranks checkpoints by the same R + λ·D
+        codec.eval()
+        out = codec(x)
+        validation = with_rate(loss_fn(out["x_hat"], x), out["bits"], 64 * 64, codec.learns_rate)
+    assert torch.isclose(validation["loss"], validation["bpp"] + validation["distortion"])
+    binarized = create_codec("binarized-cae")
+    fixed = binarized(x)
+    plain = with_rate(loss_fn(fixed["x_hat"], x), fixed["bits"], 64 * 64, binarized.learns_rate)
     assert "distortion" not in plain and plain["bpp"] > 0
 
 

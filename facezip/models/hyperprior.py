@@ -47,6 +47,7 @@ class MeanScaleHyperprior(Codec):
     its low-rate models; smaller defaults train in a CPU session)."""
 
     entropy_coded = True
+    learns_rate = True
     default_level = 2
     # the bundled ladder's rung 2 (faces, MSE) and its Kodak pretraining (L1 + MS-SSIM)
     default_lmbda = {"pretrain": 32.0, "finetune": 400.0}

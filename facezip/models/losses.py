@@ -97,10 +97,12 @@ class FaceNetLoss(nn.Module):
                 "loss": self.pixel_weight * pixel_l2 + self.facenet_weight * facenet_l2}
 
 
-def with_rate(terms: dict[str, torch.Tensor], bits: torch.Tensor, pixels: int) -> dict[str, torch.Tensor]:
+def with_rate(terms: dict[str, torch.Tensor], bits: torch.Tensor, pixels: int,
+              learned: bool) -> dict[str, torch.Tensor]:
     """Add the estimated rate ``R`` (bits per pixel) to a distortion loss when the codec learns it
-    (its bit estimate has a gradient); a fixed-rate codec's loss stays the distortion alone."""
+    (``Codec.learns_rate``), in training and validation alike, so the best checkpoint is the best
+    R + λ·D; a fixed-rate codec's loss stays the distortion alone."""
     bpp = bits.sum() / pixels
-    if not bits.requires_grad:
+    if not learned:
         return {**terms, "bpp": bpp.detach()}
     return {**terms, "bpp": bpp, "distortion": terms["loss"], "loss": bpp + terms["loss"]}

@@ -30,6 +30,8 @@ class Codec(nn.Module, ABC):
     xz_options: ClassVar[dict[str, int]] = {}
     # True when the payload is already entropy-coded (rANS …): containers store it, xz would only add framing
     entropy_coded: ClassVar[bool] = False
+    # True when forward()'s bit estimate is differentiable and training minimises it (R + λ·D)
+    learns_rate: ClassVar[bool] = False
     # codecs shipped as a rate ladder (weights/<name>-l<N>.pt): the rung used when none is asked for
     default_level: ClassVar[int | None] = None
     # λ of R + λ·D per training phase when train.lmbda is unset; 1 leaves a fixed-rate codec's loss as it is

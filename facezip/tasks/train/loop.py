@@ -148,12 +148,12 @@ def restore(codec: Codec, optimizers: list[torch.optim.Optimizer]) -> tuple[int,
     return int(state["epoch"]), int(state["step"])
 
 
-def objective(model: nn.Module, loss_fn: nn.Module, images: torch.Tensor,
+def objective(model: nn.Module, codec: Codec, loss_fn: nn.Module, images: torch.Tensor,
               boxes: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(x̂, loss terms)``: the phase's distortion loss, plus the estimated rate for codecs that learn it."""
     out = model(images)
     pixels = images.shape[0] * images.shape[2] * images.shape[3]
-    return out["x_hat"], with_rate(loss_fn(out["x_hat"], images, boxes), out["bits"], pixels)
+    return out["x_hat"], with_rate(loss_fn(out["x_hat"], images, boxes), out["bits"], pixels, codec.learns_rate)
 
 
 def train_step(model: nn.Module, codec: Codec, loss_fn: nn.Module, optimizers: list[torch.optim.Optimizer],
@@ -162,7 +162,7 @@ def train_step(model: nn.Module, codec: Codec, loss_fn: nn.Module, optimizers: l
     images, boxes = batch
     images = images.to(device)
     boxes = boxes.to(device) if boxes is not None else None
-    _, terms = objective(model, loss_fn, images, boxes)
+    _, terms = objective(model, codec, loss_fn, images, boxes)
     main, *aux = optimizers
     main.zero_grad(set_to_none=True)
     terms["loss"].backward()
@@ -215,7 +215,7 @@ class _Validator:
         coder.refresh_entropy_model()
         for images, boxes in zip(self.images, self.boxes):
             x = images.to(self.device)
-            x_hat, terms = objective(codec, self.loss_fn, x, boxes.to(self.device) if boxes is not None else None)
+            x_hat, terms = objective(codec, codec, self.loss_fn, x, boxes.to(self.device) if boxes is not None else None)
             values = {**{k: float(v) for k, v in terms.items()}, "psnr": float(psnr(x_hat, x).mean()),
                       "ms_ssim": float(ms_ssim_score(x_hat, x))}
             for key, value in values.items():
