@@ -12,7 +12,7 @@ RUNS=${2:-runs}
 WHAT=${3:-all}
 WEIGHTS=facezip/models/weights
 TRAIN="train.num_workers=2 train.cpus_per_worker=0.5 train.log_every_steps=20"
-LADDER_LAMBDAS=(100 400 1600 6400)  # λ on MSE of [0, 1] pixels (CompressAI's λ·255²)
+LADDER_LAMBDAS=(25 100 400 1600 6400)  # λ on MSE of [0, 1] pixels (CompressAI's λ·255²)
 
 # Each step writes DEST/_SUCCESS.json last; a rerun skips finished steps and resumes the others.
 finished() { [ -f "$1/_SUCCESS.json" ]; }
@@ -36,19 +36,34 @@ if [ "$WHAT" != binarized ]; then
   finished "$RUNS/msh-pretrain" || facezip train --phase pretrain "$DATA/kodak" "$RUNS/msh-pretrain" $TRAIN $MSH train.epochs=15 \
     train.batch_size=8 train.crop_size=128 train.val_fraction=0.15 train.pretrain.crops_per_image=32 \
     train.lr=0.0005 train.pretrain.beta1=0.9 train.lmbda=32 train.registered_model_name=facezip-msh-pretrain
-  # Rung 2 trains longest from the Kodak model; the others start from a neighbouring rung, which
-  # moves to a new rate in a few hundred steps: 595 + 3 × 255 steps (~1,360, 95 min on 2 CPU cores).
-  rung() {  # rung LEVEL INIT EPOCHS
-    local level=$1 init=$2 epochs=$3
+  # Rung 3 trains longest from the Kodak model; the others start from a neighbouring rung, which
+  # moves to a new rate in a few hundred steps: 595 + 4 × 255 steps, then 4 × 120 refining (~2,100
+  # steps, about 2.2 h on 2 CPU cores).
+  rung() {  # rung LEVEL INIT EPOCHS [LR [WARMUP_STEPS]]
+    local level=$1 init=$2 epochs=$3 lr=${4:-0.0003} warmup=${5:-0}
     finished "$RUNS/msh-l$level" || facezip train --phase finetune "$RUNS/lfw-faces" "$RUNS/msh-l$level" $TRAIN $MSH \
       --init "$init" train.epochs="$epochs" train.max_steps_per_epoch=100 \
-      train.batch_size=8 train.crop_size=160 train.lr=0.0003 train.finetune.beta1=0.9 \
+      train.batch_size=8 train.crop_size=160 train.lr="$lr" train.warmup_steps="$warmup" train.finetune.beta1=0.9 \
       train.finetune.weight_decay=0 train.aux_lr=0.01 train.lmbda="${LADDER_LAMBDAS[$((level - 1))]}" \
       train.registered_model_name="facezip-mean-scale-hyperprior-l$level"
     cp "$RUNS/msh-l$level/weights/mean-scale-hyperprior.pt" "$WEIGHTS/mean-scale-hyperprior-l$level.pt"
   }
-  rung 2 "$RUNS/msh-pretrain/weights/mean-scale-hyperprior.pt" 7
-  rung 1 "$WEIGHTS/mean-scale-hyperprior-l2.pt" 3
-  rung 3 "$WEIGHTS/mean-scale-hyperprior-l2.pt" 3
+  rung 3 "$RUNS/msh-pretrain/weights/mean-scale-hyperprior.pt" 7
+  rung 2 "$WEIGHTS/mean-scale-hyperprior-l3.pt" 3
   rung 4 "$WEIGHTS/mean-scale-hyperprior-l3.pt" 3
+  rung 5 "$WEIGHTS/mean-scale-hyperprior-l4.pt" 3
+  # Rung 1 came later, with lr warmup (without it a fresh Adam's first steps cost a rung 8 dB).
+  rung 1 "$WEIGHTS/mean-scale-hyperprior-l2.pt" 3 0.0003 50
+  # Then rungs 2–5 120 more steps at a third of the lr (an lr drop, as in CompressAI's plateau
+  # schedule); rung 1, trained last, had no time left for it.
+  refine() {  # refine LEVEL
+    local level=$1
+    finished "$RUNS/msh-l$level-refined" || facezip train --phase finetune "$RUNS/lfw-faces" "$RUNS/msh-l$level-refined" \
+      $TRAIN $MSH --init "$RUNS/msh-l$level/weights/mean-scale-hyperprior.pt" train.epochs=2 train.max_steps_per_epoch=60 \
+      train.batch_size=8 train.crop_size=160 train.lr=0.0001 train.warmup_steps=20 train.finetune.beta1=0.9 \
+      train.finetune.weight_decay=0 train.aux_lr=0.01 train.lmbda="${LADDER_LAMBDAS[$((level - 1))]}" \
+      train.registered_model_name="facezip-mean-scale-hyperprior-l$level"
+    cp "$RUNS/msh-l$level-refined/weights/mean-scale-hyperprior.pt" "$WEIGHTS/mean-scale-hyperprior-l$level.pt"
+  }
+  for level in 3 2 4 5; do refine "$level"; done
 fi

@@ -20,7 +20,7 @@ from facezip.cli import main
 from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
 from facezip.models.loading import load_codec, weights_to_bytes
-from facezip.models.registry import create_codec
+from facezip.models.registry import codec_class, create_codec
 from facezip.tasks.evaluate import run_evaluate
 from facezip.tasks.evaluate.codecs import build_levels, parse_model_entry
 from facezip.tasks.evaluate.report import bjontegaard, speed_table
@@ -57,7 +57,7 @@ def bundled_ladder(monkeypatch, ladder_dir) -> Path:
     def weights_path(codec_name, level=None):
         if codec_name != HYPERPRIOR:
             return real_path(codec_name, level)
-        return ladder_dir / f"{HYPERPRIOR}-l{2 if level is None else level}.pt"
+        return ladder_dir / f"{HYPERPRIOR}-l{codec_class(HYPERPRIOR).default_level if level is None else level}.pt"
 
     def levels(codec_name):
         return list(RUNGS) if codec_name == HYPERPRIOR else real_levels(codec_name)
