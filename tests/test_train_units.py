@@ -107,11 +107,14 @@ def test_registered_model_errors(tmp_path, monkeypatch):
         load_codec("binarized-cae", "models:/nobody/1")
 
 
-def test_eq2_loss_on_a_fixed_batch_goes_down(astronaut):
-    """A few Adam steps of the phase-2 loss (pixel L2 + FaceNet L2) on one fixed face batch."""
+@pytest.mark.parametrize("phase", ["pretrain", "finetune"])
+def test_phase_loss_on_a_fixed_batch_goes_down(astronaut, phase):
+    """A few Adam steps of L1 + MS-SSIM (phase 1) or eq. 2 (phase 2) on one fixed face batch:
+    deterministic, unlike the 3-step Ray runs of test_train.py, whose batches come in any order."""
     torch.manual_seed(0)
     codec = create_codec("binarized-cae").train()
-    loss_fn = FaceNetLoss(load_facenet("none"), pixel_weight=1.0, facenet_weight=1.0)
+    loss_fn = PretrainLoss() if phase == "pretrain" else FaceNetLoss(load_facenet("none"), pixel_weight=1.0,
+                                                                     facenet_weight=1.0)
     face = torch.from_numpy(astronaut[37:197, 144:304].copy()).permute(2, 0, 1).float().div(255)
     x = torch.stack([face, face.flip(-1)])
     boxes = torch.tensor([[30.0, 20.0, 130.0, 140.0]] * 2)
