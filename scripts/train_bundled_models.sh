@@ -39,14 +39,17 @@ if [ "$WHAT" != binarized ]; then
   # Rung 3 trains longest from the Kodak model; the others start from a neighbouring rung, which
   # moves to a new rate in a few hundred steps: 595 + 4 × 255 steps, then 4 × 120 refining (~2,100
   # steps, about 2.2 h on 2 CPU cores).
-  rung() {  # rung LEVEL INIT EPOCHS [LR [WARMUP_STEPS]]
-    local level=$1 init=$2 epochs=$3 lr=${4:-0.0003} warmup=${5:-0}
-    finished "$RUNS/msh-l$level" || facezip train --phase finetune "$RUNS/lfw-faces" "$RUNS/msh-l$level" $TRAIN $MSH \
-      --init "$init" train.epochs="$epochs" train.max_steps_per_epoch=100 \
+  fit_rung() {  # fit_rung DEST LEVEL INIT EPOCHS STEPS_PER_EPOCH LR WARMUP_STEPS; then ship its weights
+    local dest=$1 level=$2 init=$3 epochs=$4 steps=$5 lr=$6 warmup=$7
+    finished "$dest" || facezip train --phase finetune "$RUNS/lfw-faces" "$dest" $TRAIN $MSH \
+      --init "$init" train.epochs="$epochs" train.max_steps_per_epoch="$steps" \
       train.batch_size=8 train.crop_size=160 train.lr="$lr" train.warmup_steps="$warmup" train.finetune.beta1=0.9 \
       train.finetune.weight_decay=0 train.aux_lr=0.01 train.lmbda="${LADDER_LAMBDAS[$((level - 1))]}" \
       train.registered_model_name="facezip-mean-scale-hyperprior-l$level"
-    cp "$RUNS/msh-l$level/weights/mean-scale-hyperprior.pt" "$WEIGHTS/mean-scale-hyperprior-l$level.pt"
+    cp "$dest/weights/mean-scale-hyperprior.pt" "$WEIGHTS/mean-scale-hyperprior-l$level.pt"
+  }
+  rung() {  # rung LEVEL INIT EPOCHS [LR [WARMUP_STEPS]]
+    fit_rung "$RUNS/msh-l$1" "$1" "$2" "$3" 100 "${4:-0.0003}" "${5:-0}"
   }
   rung 3 "$RUNS/msh-pretrain/weights/mean-scale-hyperprior.pt" 7
   rung 2 "$WEIGHTS/mean-scale-hyperprior-l3.pt" 3
@@ -56,14 +59,8 @@ if [ "$WHAT" != binarized ]; then
   rung 1 "$WEIGHTS/mean-scale-hyperprior-l2.pt" 3 0.0003 50
   # Then rungs 2–5 120 more steps at a third of the lr (an lr drop, as in CompressAI's plateau
   # schedule); rung 1, trained last, had no time left for it.
-  refine() {  # refine LEVEL
-    local level=$1
-    finished "$RUNS/msh-l$level-refined" || facezip train --phase finetune "$RUNS/lfw-faces" "$RUNS/msh-l$level-refined" \
-      $TRAIN $MSH --init "$RUNS/msh-l$level/weights/mean-scale-hyperprior.pt" train.epochs=2 train.max_steps_per_epoch=60 \
-      train.batch_size=8 train.crop_size=160 train.lr=0.0001 train.warmup_steps=20 train.finetune.beta1=0.9 \
-      train.finetune.weight_decay=0 train.aux_lr=0.01 train.lmbda="${LADDER_LAMBDAS[$((level - 1))]}" \
-      train.registered_model_name="facezip-mean-scale-hyperprior-l$level"
-    cp "$RUNS/msh-l$level-refined/weights/mean-scale-hyperprior.pt" "$WEIGHTS/mean-scale-hyperprior-l$level.pt"
+  refine() {  # refine LEVEL: 2 × 60 steps at lr 1e-4 from the rung's own weights
+    fit_rung "$RUNS/msh-l$1-refined" "$1" "$RUNS/msh-l$1/weights/mean-scale-hyperprior.pt" 2 60 0.0001 20
   }
   for level in 3 2 4 5; do refine "$level"; done
 fi
