@@ -9,12 +9,14 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from facezip.models import create_codec
 from facezip.models.coding import decode_file, decode_files, encode_images
 from facezip.models.container import PAYLOAD_STORED, FzFormatError, pack_fz, read_header
 from facezip.models.loading import codec_from_bytes, weights_to_bytes
 from facezip.models.losses import PretrainLoss, with_rate
+from facezip.tasks.train.loop import make_optimizers, trainable_names
 
 SMALL = {"N": 16, "M": 24}
 
@@ -41,6 +43,15 @@ def codec():
 
 
 @pytest.fixture(scope="module")
+def gained(codec):
+    """The same model with quantization gains between ½ and 2 (quant_gain)."""
+    model = codec.with_options(quant_gain=True)
+    with torch.no_grad():
+        model.quant_gain.copy_(torch.linspace(0.5, 2.0, SMALL["M"]))
+    return model.freeze()
+
+
+@pytest.fixture(scope="module")
 def faces(astronaut):
     return [np.ascontiguousarray(astronaut[y : y + 72, x : x + 88]) for y, x in ((20, 180), (60, 200), (0, 0))]
 
@@ -63,14 +74,18 @@ def test_rate_estimate_tracks_the_real_stream(codec, faces):
     assert torch.allclose(real, estimated, rtol=0.25, atol=40), (real, estimated)
 
 
-def test_decoding_ignores_batch_composition(codec, faces):
+@pytest.mark.parametrize("model", ["codec", "gained"])
+def test_decoding_ignores_batch_composition(model, faces, request):
+    codec = request.getfixturevalue(model)
     files = encode_images(codec, faces)
     together = decode_files(codec, files)
     alone = [decode_file(codec, f) for f in files]
     assert all(np.array_equal(a, b) for a, b in zip(together, alone))
 
 
-def test_decode_is_bit_exact_in_another_process_with_other_threads(codec, faces, tmp_path):
+@pytest.mark.parametrize("model", ["codec", "gained"])
+def test_decode_is_bit_exact_in_another_process_with_other_threads(model, faces, tmp_path, request):
+    codec = request.getfixturevalue(model)
     (tmp_path / "model.pt").write_bytes(weights_to_bytes(codec))
     files = encode_images(codec, faces, batch_size=3)
     for i, data in enumerate(files):
@@ -143,3 +158,70 @@ def test_aux_loss_trains_the_quantiles_alone():
         codec.aux_loss().backward()
         optimizer.step()
     assert float(codec.aux_loss()) < before
+
+
+def _padded(faces) -> torch.Tensor:
+    x = torch.from_numpy(np.stack([faces[0], faces[1]])).permute(0, 3, 1, 2).float() / 255
+    return torch.nn.functional.pad(x, (0, 8, 0, 8), mode="reflect")
+
+
+def test_unit_gain_codes_exactly_as_the_model_without_it(codec, faces):
+    unit = codec.with_options(quant_gain=True).freeze()
+    assert unit.architecture() == {**SMALL, "quant_gain": True}
+    x = _padded(faces)
+    assert unit.compress(x) == codec.compress(x)
+    # options the weights already set are theirs: nothing to add, the same model comes back
+    assert codec.with_options(quant_gain=False) is codec and codec.with_options(N=999) is codec
+
+
+def test_gains_trade_bits_for_fidelity_in_the_real_stream(codec, faces):
+    """A larger gain is a finer quantization step: more bytes, and a decode closer to g_s(y)."""
+    x = _padded(faces)
+    unquantized = codec.net.g_s(codec.net.g_a(x)).clamp(0, 1)
+    sizes, errors = [], []
+    for gain in (0.25, 1.0, 4.0):
+        model = codec.with_options(quant_gain=True)
+        with torch.no_grad():
+            model.quant_gain.fill_(gain)
+        payloads = model.freeze().compress(x)
+        sizes.append(sum(map(len, payloads)))
+        errors.append(float(torch.mean((model.decompress(payloads, x.shape[-2:]) - unquantized) ** 2)))
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3, sizes
+    assert errors == sorted(errors, reverse=True), errors
+
+
+def test_gain_weights_round_trip_and_refuse_a_model_without_gains(codec, gained, faces):
+    loaded = codec_from_bytes(weights_to_bytes(gained), "memory")
+    assert loaded.architecture()["quant_gain"] and torch.equal(loaded.quant_gain, gained.quant_gain)
+    assert loaded.weights_hash() == gained.weights_hash() != codec.weights_hash()
+    assert encode_images(loaded, faces) == encode_images(gained, faces)
+    with pytest.raises(ValueError, match="weights have quant_gain but the model was built with quant_gain=False"):
+        create_codec("mean-scale-hyperprior", **SMALL).load_state_dict(gained.state_dict())
+
+
+def test_trainable_gains_learn_alone_at_their_own_lr(codec, faces):
+    """train.trainable=[quant_gain] with train.lr_by_parameter: the gains follow the rate term down,
+    every weight and the entropy model's quantiles stay as they were."""
+    model = codec.with_options(quant_gain=True).train()
+    chosen = trainable_names(model, ["quant_gain"])
+    assert chosen == {"quant_gain"} and len(trainable_names(model, [])) > 20
+    with pytest.raises(ValueError, match=r"train.trainable: 'net.g_x' names no parameter .*net.g_s, net.h_a"):
+        trainable_names(model, ["net.g_x"])
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in chosen)
+    tcfg = OmegaConf.create({"lr": 1e-4, "aux_lr": 0.01, "lr_by_parameter": {"quant_gain": 0.05},
+                             "finetune": {"lr": 3e-3, "beta1": 0.9, "weight_decay": 0.0}})
+    optimizers = make_optimizers(model, "finetune", tcfg)
+    assert len(optimizers) == 1  # frozen quantiles: no auxiliary optimizer
+    assert [(len(g["params"]), g["lr"]) for g in optimizers[0].param_groups] == [(1, 0.05)]
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if k != "quant_gain"}
+    x = _padded(faces)
+    rate = [float(model(x)["bits"].sum())]
+    for _ in range(10):
+        loss = model(x)["bits"].sum() / x[:, 0].numel()  # λ = 0: only the rate counts
+        optimizers[0].zero_grad()
+        loss.backward()
+        optimizers[0].step()
+        rate.append(float(loss) * x[:, 0].numel())
+    assert rate[-1] < 0.9 * rate[0] and float(model.quant_gain.max()) < 1.0
+    assert all(torch.equal(frozen[k], v) for k, v in model.state_dict().items() if k != "quant_gain")

@@ -167,3 +167,28 @@ def test_finetune_on_face_crops_sqlite_and_s3_checkpoints(ray_local, face_crops,
     assert (tmp_path / "mlruns").is_dir()
     trained = load_codec("binarized-cae", summary["weights"])
     assert trained.weights_hash() != load_codec("binarized-cae", str(pretrained)).weights_hash()
+
+
+def test_a_gain_rung_trains_the_quantization_gains_alone(ray_local, face_crops, facenet_file, tmp_path):
+    """A new rung from a bundled one: quant_gain added to weights that predate it, trained alone
+    (train.trainable) at its own lr on 2 DDP workers; every other parameter comes back unchanged."""
+    init = bundled_weights_path("mean-scale-hyperprior", level=2)
+    cfg = load_config([], [*FAST, "tracking.enabled=false", "train.epochs=1", "codec.name=mean-scale-hyperprior",
+                           "codecs.mean_scale_hyperprior.quant_gain=true", "train.trainable=[quant_gain]",
+                           "train.lr_by_parameter.quant_gain=0.05", "train.lmbda=1",
+                           f"train.finetune.facenet_weights={facenet_file}"])
+    summary = run_train(cfg, str(face_crops), str(tmp_path / "gain"), "finetune", init_weights=str(init))
+
+    trained, start = (load_codec("mean-scale-hyperprior", path) for path in (summary["weights"], str(init)))
+    assert trained.architecture() == {**start.architecture(), "quant_gain": True}
+    assert not torch.allclose(trained.quant_gain, torch.ones_like(trained.quant_gain))
+    # every parameter but the gains as it was (the CDF tables are rebuilt after training, by design)
+    start_parameters = dict(start.named_parameters())
+    assert all(torch.equal(tensor, start_parameters[name]) for name, tensor in trained.named_parameters()
+               if name != "quant_gain")
+    face = torch.rand(1, 3, 64, 64)
+    assert trained.decompress(trained.compress(face), (64, 64)).shape == face.shape
+
+    with pytest.raises(ValueError, match="train.lr_by_parameter: 'gain' names no parameter of codec mean-scale"):
+        run_train(load_config([], [*FAST, "codec.name=mean-scale-hyperprior", "train.lr_by_parameter.gain=0.1"]),
+                  str(face_crops), str(tmp_path / "bad"), "finetune", init_weights=str(init))

@@ -9,6 +9,13 @@ without the autoregressive context model ("mbt2018-mean" in CompressAI's zoo).
     ŷ = Q(y − μ) + μ        Gaussian conditional N(μ, σ²) ∗ U(−½, ½)
     x̂ = g_s(ŷ)              synthesis transform with inverse GDN
 
+With ``quant_gain`` a model also has a gain ``g_c > 0`` per latent channel, the gain unit of
+Cui et al. (2021), "Asymmetric Gained Deep Image Compression With Continuous Rate Adaptation"
+(CVPR), with the inverse gain tied to ``1/g_c``: ``ŷ = Q(g·(y − μ))/g + μ``, coded as
+N(gμ, (gσ)²). ``1/g_c`` is a learned quantization step per channel; trained alone on a frozen
+model at a new λ (``train.trainable=[quant_gain]``) it moves that model to another rate in a
+few hundred steps, where retraining the transforms moves it slowly.
+
 Layers, entropy models and the rANS coder are CompressAI's (``compressai.models.
 MeanScaleHyperprior``). Two things are ours. Images are padded to a multiple of 16 (not 64):
 ``y`` is padded with zeros to a multiple of 4 before ``h_a`` and ``h_s``'s output cropped
@@ -31,6 +38,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 with warnings.catch_warnings():  # compressai 1.2.8 torch.jit.scripts a helper at import; torch 2.14 deprecates that
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.models import MeanScaleHyperprior as CompressAIMeanScaleHyperprior
@@ -39,6 +47,7 @@ from facezip.models.registry import Codec, register_codec
 
 _Z_LENGTH = struct.Struct("<H")
 Y_STRIDE, Z_STRIDE = 16, 4  # g_a downsamples by 16, h_a by 4 more
+MIN_GAIN = 1 / 64  # quantization steps of at most 64: a gain trained towards 0 cannot divide by zero
 
 
 @register_codec("mean-scale-hyperprior")
@@ -52,10 +61,12 @@ class MeanScaleHyperprior(Codec):
     # the bundled ladder's rung 3 (faces, MSE) and its Kodak pretraining (L1 + MS-SSIM)
     default_lmbda = {"pretrain": 32.0, "finetune": 400.0}
 
-    def __init__(self, N: int = 64, M: int = 96) -> None:
+    def __init__(self, N: int = 64, M: int = 96, quant_gain: bool = False) -> None:
         super().__init__()
-        self._arch = {"N": int(N), "M": int(M)}
+        # quant_gain is recorded only when on: models without it keep their saved architecture
+        self._arch = {"N": int(N), "M": int(M), **({"quant_gain": True} if quant_gain else {})}
         self.net = CompressAIMeanScaleHyperprior(N=int(N), M=int(M))
+        self.register_parameter("quant_gain", nn.Parameter(torch.ones(int(M))) if quant_gain else None)
 
     @property
     def pad_multiple(self) -> int:
@@ -68,7 +79,9 @@ class MeanScaleHyperprior(Codec):
         y = self.net.g_a(x)
         z_hat, z_likelihoods = self.net.entropy_bottleneck(self.net.h_a(_pad_latents(y)))
         scales, means = _crop_to(self.net.h_s(z_hat), y).chunk(2, 1)
-        y_hat, y_likelihoods = self.net.gaussian_conditional(y, scales, means=means)
+        gain = self._gain(y.dtype)
+        y_hat, y_likelihoods = self.net.gaussian_conditional(y * gain, scales * gain, means=means * gain)
+        y_hat = y_hat / gain
         bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in (y_likelihoods, z_likelihoods))
         return {"x_hat": self.net.g_s(y_hat), "bits": bits}
 
@@ -85,7 +98,15 @@ class MeanScaleHyperprior(Codec):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # CompressAI resizes its CDF buffers to the saved tables before loading them
-        return self.net.load_state_dict({k.removeprefix("net."): v for k, v in state_dict.items()}, strict=strict)
+        state = {k.removeprefix("net."): v for k, v in state_dict.items()}
+        gain = state.pop("quant_gain", None)
+        if (gain is None) != (self.quant_gain is None):
+            raise ValueError("mean-scale-hyperprior weights " + ("have" if gain is not None else "lack")
+                             + f" quant_gain but the model was built with quant_gain={self.quant_gain is not None}")
+        if gain is not None:
+            with torch.no_grad():
+                self.quant_gain.copy_(gain)
+        return self.net.load_state_dict(state, strict=strict)
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> list[bytes]:
@@ -95,7 +116,7 @@ class MeanScaleHyperprior(Codec):
         bottleneck, conditional = self.net.entropy_bottleneck, self.net.gaussian_conditional
         z_strings = bottleneck.compress(z)
         scales, means = self._gaussian_parameters(bottleneck.decompress(z_strings, z.shape[-2:]), y.shape[-2:], y.device)
-        y_strings = conditional.compress(y, conditional.build_indexes(scales), means=means)
+        y_strings = conditional.compress(y * self._gain(y.dtype), conditional.build_indexes(scales), means=means)
         return [_Z_LENGTH.pack(len(zs)) + zs + ys for zs, ys in zip(z_strings, y_strings)]
 
     @torch.no_grad()
@@ -109,10 +130,10 @@ class MeanScaleHyperprior(Codec):
         scales, means = self._gaussian_parameters(z_hat, y_shape, device)
         conditional = self.net.gaussian_conditional
         y_hat = conditional.decompress(list(y_strings), conditional.build_indexes(scales), means=means)
-        return self.net.g_s(y_hat.to(device)).clamp_(0, 1)
+        return self.net.g_s(y_hat.to(device) / self._gain(y_hat.dtype)).clamp_(0, 1)
 
     def _gaussian_parameters(self, z_hat: torch.Tensor, y_shape, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(σ, μ)`` reproducibly (see the module docstring): float64 on one CPU thread, where a
+        """``(gσ, gμ)`` reproducibly (see the module docstring): float64 on one CPU thread, where a
         convolution treats each image of the batch on its own, so batch composition cannot matter."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -120,8 +141,16 @@ class MeanScaleHyperprior(Codec):
             params = self._h_s_float64()(z_hat.to("cpu", torch.float64))[..., : y_shape[0], : y_shape[1]]
         finally:
             torch.set_num_threads(threads)
+        if self.quant_gain is not None:  # h_s gives σ then μ: both scaled by g
+            params = params * self._gain(torch.float64).cpu().repeat(1, 2, 1, 1)
         scales, means = params.float().chunk(2, 1)
         return scales.to(device), means.to(device)
+
+    def _gain(self, dtype: torch.dtype) -> torch.Tensor | float:
+        """``g`` shaped to multiply latents ``(N, M, H, W)``; 1 for a model without quant_gain."""
+        if self.quant_gain is None:
+            return 1.0
+        return self.quant_gain.clamp_min(MIN_GAIN).to(dtype).view(1, -1, 1, 1)
 
     def _h_s_float64(self) -> torch.nn.Module:
         """A float64 CPU copy of h_s, rebuilt whenever its weights change (parameter identity and

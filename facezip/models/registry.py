@@ -69,6 +69,20 @@ class Codec(nn.Module, ABC):
     def refresh_entropy_model(self) -> None:
         """Rebuild entropy-coding tables from the weights after training; codecs without any: nothing."""
 
+    def with_options(self, **options: Any) -> "Codec":
+        """This model with the architecture ``options`` its weights do not set (an option newer
+        than the weights, such as mean-scale-hyperprior's ``quant_gain``): every weight kept, new
+        parameters at their initial values. Options the weights set are theirs and stay."""
+        architecture = {**options, **self.architecture()}
+        extended = create_codec(self.name, **architecture)
+        if extended.architecture() == self.architecture():
+            return self
+        state = extended.state_dict()
+        state.update(self.state_dict())
+        extended.load_state_dict(state)
+        extended.metadata = getattr(self, "metadata", {})
+        return extended
+
     def freeze(self) -> "Codec":
         """Inference mode: eval, no gradients, and the weights hash computed once."""
         self.eval().requires_grad_(False)

@@ -66,6 +66,9 @@ class MeanScaleHyperpriorConfig:
 
     N: int = 64
     M: int = 96
+    # a learned quantization gain per latent channel (Cui et al. 2021); turned on for weights
+    # without it (train --init), it starts at 1, and train.trainable=[quant_gain] fits it alone
+    quant_gain: bool = False
 
 
 @dataclass

@@ -67,6 +67,12 @@ class TrainConfig:
     # linear lr warmup over the run's first steps: a fresh Adam moves every weight by about lr per
     # step at first, which knocks a model fine-tuned from --init off its optimum (0 = none)
     warmup_steps: int = 0
+    # names (or name prefixes) of the codec parameters to train, the rest frozen; [] = all. E.g.
+    # [quant_gain]: a new rung of the rate ladder from a trained model's quantization gains alone
+    trainable: list[str] = field(default_factory=list)
+    # lr of the parameters a name (prefix) names, instead of the phase's lr: quantization gains
+    # move several orders of magnitude more than weights, e.g. {quant_gain: 0.01}
+    lr_by_parameter: dict[str, float] = field(default_factory=dict)
     val_fraction: float = 0.1  # held out by a hash of the image id (or the dataset's own split)
     max_val_images: int = 16  # validation metrics and the reconstruction grid, on rank 0
     log_every_steps: int = 10

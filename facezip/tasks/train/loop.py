@@ -48,6 +48,9 @@ def train_loop(config: dict[str, Any]) -> None:
     codec = create_codec(config["codec"], **config["architecture"])
     if config["init_state"] is not None:
         codec.load_state_dict(torch.load(io.BytesIO(config["init_state"]), map_location="cpu", weights_only=True))
+    trainable = trainable_names(codec, list(tcfg.trainable))
+    for name, parameter in codec.named_parameters():
+        parameter.requires_grad_(name in trainable)
     loss_fn = make_loss(phase, tcfg, device)
     optimizers = make_optimizers(codec, phase, tcfg)
     start_epoch, step = restore(codec, optimizers)
@@ -110,10 +113,36 @@ def make_optimizers(codec: Codec, phase: str, tcfg: Any) -> list[torch.optim.Opt
     Entropy-model quantiles get their own Adam on the codec's auxiliary loss, as in CompressAI."""
     phase_cfg = tcfg[phase]
     lr = tcfg.lr if tcfg.lr is not None else phase_cfg.lr
-    aux = {id(p) for p in codec.aux_parameters()}
-    main = torch.optim.Adam([p for p in codec.parameters() if id(p) not in aux], lr=lr,
-                            betas=(phase_cfg.beta1, 0.999), weight_decay=phase_cfg.weight_decay)
-    return [main, torch.optim.Adam(codec.aux_parameters(), lr=tcfg.aux_lr)] if aux else [main]
+    aux = [p for p in codec.aux_parameters() if p.requires_grad]
+    main = [(name, p) for name, p in codec.named_parameters() if p.requires_grad and all(p is not a for a in aux)]
+    groups = []
+    for prefix, group_lr in dict(tcfg.lr_by_parameter).items():
+        chosen = named(codec, [prefix], "train.lr_by_parameter")
+        groups.append({"params": [p for name, p in main if name in chosen], "lr": float(group_lr)})
+        main = [(name, p) for name, p in main if name not in chosen]
+    groups = [{"params": [p for _, p in main], "lr": lr}, *groups]
+    optimizer = torch.optim.Adam([g for g in groups if g["params"]], betas=(phase_cfg.beta1, 0.999),
+                                 weight_decay=phase_cfg.weight_decay)
+    return [optimizer, torch.optim.Adam(aux, lr=tcfg.aux_lr)] if aux else [optimizer]
+
+
+def trainable_names(codec: Codec, selection: list[str]) -> set[str]:
+    """The parameters ``train.trainable`` names ([] = all of them)."""
+    return named(codec, selection, "train.trainable") if selection else {name for name, _ in codec.named_parameters()}
+
+
+def named(codec: Codec, selection: list[str], key: str) -> set[str]:
+    """Parameter names matching ``selection``'s full names or dotted prefixes; one that matches nothing is an error."""
+    names = [name for name, _ in codec.named_parameters()]
+    chosen: set[str] = set()
+    for prefix in selection:
+        matched = {name for name in names if name == prefix or name.startswith(prefix.rstrip(".") + ".")}
+        if not matched:
+            groups = sorted({".".join(name.split(".")[:2]) for name in names})
+            raise ValueError(f"{key}: '{prefix}' names no parameter of codec {codec.name} "
+                             f"(its parameter groups: {', '.join(groups)})")
+        chosen |= matched
+    return chosen
 
 
 def warm_up(optimizer: torch.optim.Optimizer, step: int, warmup_steps: int) -> None:
@@ -127,10 +156,11 @@ def warm_up(optimizer: torch.optim.Optimizer, step: int, warmup_steps: int) -> N
 def _prepare_model(codec: Codec) -> nn.Module:
     """DDP over the main parameters only: the quantiles get no gradient from the main loss, and their
     auxiliary loss needs no data, so every replica moves them the same way without all-reduce."""
-    for parameter in codec.aux_parameters():
+    aux = [parameter for parameter in codec.aux_parameters() if parameter.requires_grad]
+    for parameter in aux:
         parameter.requires_grad_(False)
     model = ray.train.torch.prepare_model(codec)
-    for parameter in codec.aux_parameters():
+    for parameter in aux:
         parameter.requires_grad_(True)
     return model
 
