@@ -5,14 +5,15 @@
 #                             ladder phase 2 on the same faces (R + λ_N·MSE + identity)
 # Faces: MTCNN crops (facezip detect) of LFW people outside pairs fold 1, which stays for evaluation.
 #
-#   scripts/train_bundled_models.sh ../shared/data runs [binarized|ladder|all]
+#   scripts/train_bundled_models.sh ../shared/data runs [binarized|ladder|gain-rungs|all]
+# (gain-rungs: only the last step, rungs 1, 7 and 8 from the bundled rungs 2 and 6)
 set -euo pipefail
 DATA=${1:-../shared/data}
 RUNS=${2:-runs}
 WHAT=${3:-all}
 WEIGHTS=facezip/models/weights
 TRAIN="train.num_workers=2 train.cpus_per_worker=0.5 train.log_every_steps=20"
-LADDER_LAMBDAS=(25 100 400 1600 6400)  # λ on MSE of [0, 1] pixels (CompressAI's λ·255²)
+LADDER_LAMBDAS=(6 25 100 400 1600 6400 25600 102400)  # λ on MSE of [0, 1] pixels (CompressAI's λ·255²)
 
 # Each step writes DEST/_SUCCESS.json last; a rerun skips finished steps and resumes the others.
 finished() { [ -f "$1/_SUCCESS.json" ]; }
@@ -22,7 +23,7 @@ if ! finished "$RUNS/lfw-faces"; then
   facezip detect "$RUNS/lfw-split/train" "$RUNS/lfw-faces"
 fi
 
-if [ "$WHAT" != ladder ]; then
+if [ "$WHAT" = binarized ] || [ "$WHAT" = all ]; then
   finished "$RUNS/bcae-pretrain" || facezip train --phase pretrain "$DATA/kodak" "$RUNS/bcae-pretrain" $TRAIN train.epochs=30 \
     train.batch_size=8 train.crop_size=128 train.val_fraction=0.15 train.pretrain.crops_per_image=16 train.lr=0.001
   finished "$RUNS/bcae-finetune-lr3e-4" || facezip train --phase finetune "$RUNS/lfw-faces" "$RUNS/bcae-finetune-lr3e-4" $TRAIN \
@@ -31,36 +32,59 @@ if [ "$WHAT" != ladder ]; then
   cp "$RUNS/bcae-finetune-lr3e-4/weights/binarized-cae.pt" "$WEIGHTS/binarized-cae.pt"
 fi
 
-if [ "$WHAT" != binarized ]; then
-  MSH="codec.name=mean-scale-hyperprior train.clip_grad_norm=1.0"
+MSH="codec.name=mean-scale-hyperprior train.clip_grad_norm=1.0"
+fit_rung() {  # fit_rung DEST LEVEL INIT EPOCHS STEPS_PER_EPOCH LR WARMUP_STEPS [OVERRIDE …]; then ship its weights
+  local dest=$1 level=$2 init=$3 epochs=$4 steps=$5 lr=$6 warmup=$7
+  shift 7
+  finished "$dest" || facezip train --phase finetune "$RUNS/lfw-faces" "$dest" $TRAIN $MSH \
+    --init "$init" train.epochs="$epochs" train.max_steps_per_epoch="$steps" \
+    train.batch_size=8 train.crop_size=160 train.lr="$lr" train.warmup_steps="$warmup" train.finetune.beta1=0.9 \
+    train.finetune.weight_decay=0 train.aux_lr=0.01 train.lmbda="${LADDER_LAMBDAS[$((level - 1))]}" \
+    train.registered_model_name="facezip-mean-scale-hyperprior-l$level" "$@"
+  cp "$dest/weights/mean-scale-hyperprior.pt" "$WEIGHTS/mean-scale-hyperprior-l$level.pt"
+}
+
+if [ "$WHAT" = ladder ] || [ "$WHAT" = all ]; then
   finished "$RUNS/msh-pretrain" || facezip train --phase pretrain "$DATA/kodak" "$RUNS/msh-pretrain" $TRAIN $MSH train.epochs=15 \
     train.batch_size=8 train.crop_size=128 train.val_fraction=0.15 train.pretrain.crops_per_image=32 \
     train.lr=0.0005 train.pretrain.beta1=0.9 train.lmbda=32 train.registered_model_name=facezip-msh-pretrain
-  # Rung 3 trains longest from the Kodak model; the others start from a neighbouring rung, which
+  # Rung 4 trains longest from the Kodak model; rungs 2–6 start from a neighbouring rung, which
   # moves to a new rate in a few hundred steps: 595 + 4 × 255 steps, then 4 × 120 refining (~2,100
-  # steps, about 2.2 h on 2 CPU cores).
-  fit_rung() {  # fit_rung DEST LEVEL INIT EPOCHS STEPS_PER_EPOCH LR WARMUP_STEPS; then ship its weights
-    local dest=$1 level=$2 init=$3 epochs=$4 steps=$5 lr=$6 warmup=$7
-    finished "$dest" || facezip train --phase finetune "$RUNS/lfw-faces" "$dest" $TRAIN $MSH \
-      --init "$init" train.epochs="$epochs" train.max_steps_per_epoch="$steps" \
-      train.batch_size=8 train.crop_size=160 train.lr="$lr" train.warmup_steps="$warmup" train.finetune.beta1=0.9 \
-      train.finetune.weight_decay=0 train.aux_lr=0.01 train.lmbda="${LADDER_LAMBDAS[$((level - 1))]}" \
-      train.registered_model_name="facezip-mean-scale-hyperprior-l$level"
-    cp "$dest/weights/mean-scale-hyperprior.pt" "$WEIGHTS/mean-scale-hyperprior-l$level.pt"
-  }
+  # steps, about 2.2 h on 2 CPU cores). (Rungs 2–6 were numbered 1–5 until rungs 1, 7, 8 came.)
   rung() {  # rung LEVEL INIT EPOCHS [LR [WARMUP_STEPS]]
     fit_rung "$RUNS/msh-l$1" "$1" "$2" "$3" 100 "${4:-0.0003}" "${5:-0}"
   }
-  rung 3 "$RUNS/msh-pretrain/weights/mean-scale-hyperprior.pt" 7
-  rung 2 "$WEIGHTS/mean-scale-hyperprior-l3.pt" 3
-  rung 4 "$WEIGHTS/mean-scale-hyperprior-l3.pt" 3
+  rung 4 "$RUNS/msh-pretrain/weights/mean-scale-hyperprior.pt" 7
+  rung 3 "$WEIGHTS/mean-scale-hyperprior-l4.pt" 3
   rung 5 "$WEIGHTS/mean-scale-hyperprior-l4.pt" 3
-  # Rung 1 came later, with lr warmup (without it a fresh Adam's first steps cost a rung 8 dB).
-  rung 1 "$WEIGHTS/mean-scale-hyperprior-l2.pt" 3 0.0003 50
-  # Then rungs 2–5 120 more steps at a third of the lr (an lr drop, as in CompressAI's plateau
-  # schedule); rung 1, trained last, had no time left for it.
+  rung 6 "$WEIGHTS/mean-scale-hyperprior-l5.pt" 3
+  # Rung 2 came later, with lr warmup (without it a fresh Adam's first steps cost a rung 8 dB).
+  rung 2 "$WEIGHTS/mean-scale-hyperprior-l3.pt" 3 0.0003 50
+  # Then rungs 3–6 120 more steps at a third of the lr (an lr drop, as in CompressAI's plateau
+  # schedule); rung 2, trained last, had no time left for it.
   refine() {  # refine LEVEL: 2 × 60 steps at lr 1e-4 from the rung's own weights
     fit_rung "$RUNS/msh-l$1-refined" "$1" "$RUNS/msh-l$1/weights/mean-scale-hyperprior.pt" 2 60 0.0001 20
   }
-  for level in 3 2 4 5; do refine "$level"; done
+  for level in 4 3 5 6; do refine "$level"; done
+fi
+
+if [ "$WHAT" != binarized ]; then
+  # Rungs 1, 7 and 8 extend the ladder down and up. Retraining the transforms alone moved a rung's
+  # rate only slowly (λ = 25600 took rung 6 from 0.46 to 0.49 bpp in 255 steps), so these add a
+  # learned quantization gain per latent channel (codecs.mean_scale_hyperprior.quant_gain), trained
+  # at lr 0.01 beside every weight at 1e-4.
+  gain_rung() {  # gain_rung LEVEL INIT STEPS [OVERRIDE …]
+    local level=$1 init=$2 steps=$3
+    shift 3
+    fit_rung "$RUNS/msh-l$level-gain" "$level" "$init" 2 "$((steps / 2))" 0.0001 20 \
+      codecs.mean_scale_hyperprior.quant_gain=true train.lr_by_parameter.quant_gain=0.01 "$@"
+  }
+  # At the bottom the identity term outweighs λ·MSE (b = 1 kept rung 2's gains at 1 and its rate at
+  # 0.20 bpp): rung 1 is rung 2's distortion, λ = 25 and b = 1, at a quarter of the weight.
+  gain_rung 1 "$WEIGHTS/mean-scale-hyperprior-l2.pt" 200 train.finetune.facenet_weight=0.25
+  # still falling after 200 steps (validation 0.20 → 0.13 bpp): 200 more from where it stopped
+  fit_rung "$RUNS/msh-l1-gain-2" 1 "$WEIGHTS/mean-scale-hyperprior-l1.pt" 2 100 0.0001 20 \
+    train.lr_by_parameter.quant_gain=0.01 train.finetune.facenet_weight=0.25
+  gain_rung 7 "$WEIGHTS/mean-scale-hyperprior-l6.pt" 200
+  gain_rung 8 "$WEIGHTS/mean-scale-hyperprior-l7.pt" 200
 fi

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_level_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=int, metavar="N",
                         help="rung N of the codec's bundled rate ladder (codec.level; e.g. codec.name="
-                             "mean-scale-hyperprior: 1 = fewest bytes … 5 = best quality)")
+                             "mean-scale-hyperprior: 1 = fewest bytes … 8 = best quality)")
 
 
 def _config(args: argparse.Namespace, overrides: list[str]):

@@ -57,8 +57,8 @@ class MeanScaleHyperprior(Codec):
 
     entropy_coded = True
     learns_rate = True
-    default_level = 3
-    # the bundled ladder's rung 3 (faces, MSE) and its Kodak pretraining (L1 + MS-SSIM)
+    default_level = 4
+    # the bundled ladder's rung 4 (faces, MSE) and its Kodak pretraining (L1 + MS-SSIM)
     default_lmbda = {"pretrain": 32.0, "finetune": 400.0}
 
     def __init__(self, N: int = 64, M: int = 96, quant_gain: bool = False) -> None:

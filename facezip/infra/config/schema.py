@@ -45,7 +45,7 @@ class CodecConfig:
     # "bundled" (shipped with facezip), a local path, an s3:// URI or models:/<name>/<version>
     weights: str = "bundled"
     # rung of a codec's rate ladder for bundled weights (mean-scale-hyperprior: 1 = fewest bytes …
-    # 5 = best quality); None = the codec's default rung. `--level N` on the command line.
+    # 8 = best quality); None = the codec's default rung. `--level N` on the command line.
     level: Optional[int] = None
 
 
