@@ -117,7 +117,7 @@ def make_optimizers(codec: Codec, phase: str, tcfg: Any) -> list[torch.optim.Opt
     main = [(name, p) for name, p in codec.named_parameters() if p.requires_grad and all(p is not a for a in aux)]
     groups = []
     for prefix, group_lr in dict(tcfg.lr_by_parameter).items():
-        chosen = named(codec, [prefix], "train.lr_by_parameter")
+        chosen = parameters_named(codec, [prefix], "train.lr_by_parameter")
         groups.append({"params": [p for name, p in main if name in chosen], "lr": float(group_lr)})
         main = [(name, p) for name, p in main if name not in chosen]
     groups = [{"params": [p for _, p in main], "lr": lr}, *groups]
@@ -128,10 +128,12 @@ def make_optimizers(codec: Codec, phase: str, tcfg: Any) -> list[torch.optim.Opt
 
 def trainable_names(codec: Codec, selection: list[str]) -> set[str]:
     """The parameters ``train.trainable`` names ([] = all of them)."""
-    return named(codec, selection, "train.trainable") if selection else {name for name, _ in codec.named_parameters()}
+    if not selection:
+        return {name for name, _ in codec.named_parameters()}
+    return parameters_named(codec, selection, "train.trainable")
 
 
-def named(codec: Codec, selection: list[str], key: str) -> set[str]:
+def parameters_named(codec: Codec, selection: list[str], key: str) -> set[str]:
     """Parameter names matching ``selection``'s full names or dotted prefixes; one that matches nothing is an error."""
     names = [name for name, _ in codec.named_parameters()]
     chosen: set[str] = set()

@@ -30,7 +30,7 @@ from facezip.models.facenet import load_facenet
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import Codec, create_codec
 from facezip.tasks.train.data import PHASES, load_training_data
-from facezip.tasks.train.loop import CHECKPOINT_FILE, named, train_loop, trainable_names
+from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
 from facezip.tasks.train.tracking import log_trained_model, worker_visible_uri
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def initial_codec(cfg: DictConfig, phase: str, init_weights: str | None, storage
     else:  # a trained model keeps its architecture; options it predates come from codecs.<name>
         codec = load_codec(cfg.codec.name, source, "cpu", storage).with_options(**arch)
     trainable_names(codec, list(cfg.train.trainable))  # a name that matches nothing fails before Ray Train
-    named(codec, list(cfg.train.lr_by_parameter), "train.lr_by_parameter")
+    parameters_named(codec, list(cfg.train.lr_by_parameter), "train.lr_by_parameter")
     return codec
 
 
