@@ -87,4 +87,9 @@ if [ "$WHAT" != binarized ]; then
     train.lr_by_parameter.quant_gain=0.01 train.finetune.facenet_weight=0.25
   gain_rung 7 "$WEIGHTS/mean-scale-hyperprior-l6.pt" 200
   gain_rung 8 "$WEIGHTS/mean-scale-hyperprior-l7.pt" 200
+  # then 120 more steps each at a third of the lrs, as rungs 3–6 had
+  for level in 7 8; do
+    fit_rung "$RUNS/msh-l$level-gain-refined" "$level" "$RUNS/msh-l$level-gain/weights/mean-scale-hyperprior.pt" \
+      2 60 0.00003 20 train.lr_by_parameter.quant_gain=0.003
+  done
 fi
