@@ -6,7 +6,7 @@
 # Faces: MTCNN crops (facezip detect) of LFW people outside pairs fold 1, which stays for evaluation.
 #
 #   scripts/train_bundled_models.sh ../shared/data runs [binarized|ladder|gain-rungs|all]
-# (gain-rungs: only the last step, rungs 1, 7 and 8 from the bundled rungs 2 and 6)
+# (gain-rungs: only the last step, rungs 1, 7 and 8 from the bundled rungs 2, 6 and 7)
 set -euo pipefail
 DATA=${1:-../shared/data}
 RUNS=${2:-runs}
@@ -73,6 +73,8 @@ if [ "$WHAT" != binarized ]; then
   # rate only slowly (λ = 25600 took rung 6 from 0.46 to 0.49 bpp in 255 steps), so these add a
   # learned quantization gain per latent channel (codecs.mean_scale_hyperprior.quant_gain), trained
   # at lr 0.01 beside every weight at 1e-4.
+  # 2 epochs of at most STEPS/2 steps; an epoch also ends with a worker's shard (~85 batches of
+  # the 1,351 training faces), so 200 gave 170 steps
   gain_rung() {  # gain_rung LEVEL INIT STEPS [OVERRIDE …]
     local level=$1 init=$2 steps=$3
     shift 3
@@ -82,7 +84,7 @@ if [ "$WHAT" != binarized ]; then
   # At the bottom the identity term outweighs λ·MSE (b = 1 kept rung 2's gains at 1 and its rate at
   # 0.20 bpp): rung 1 is rung 2's distortion, λ = 25 and b = 1, at a quarter of the weight.
   gain_rung 1 "$WEIGHTS/mean-scale-hyperprior-l2.pt" 200 train.finetune.facenet_weight=0.25
-  # still falling after 200 steps (validation 0.20 → 0.13 bpp): 200 more from where it stopped
+  # still falling after its 170 steps (validation 0.20 → 0.13 bpp): 170 more from where it stopped
   fit_rung "$RUNS/msh-l1-gain-2" 1 "$WEIGHTS/mean-scale-hyperprior-l1.pt" 2 100 0.0001 20 \
     train.lr_by_parameter.quant_gain=0.01 train.finetune.facenet_weight=0.25
   gain_rung 7 "$WEIGHTS/mean-scale-hyperprior-l6.pt" 200
