@@ -131,7 +131,7 @@ def mlflow_server(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_judge(tmp_path_factory) -> Path:
-    """A TorchScript embedding model for evaluate's ``--recognizer``, never in any training loss."""
+    """A TorchScript embedding model for evaluate's ``--judge``, never in any training loss."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()).eval()
     path = tmp_path_factory.mktemp("judge") / "tiny.pt"

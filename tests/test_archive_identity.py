@@ -1,5 +1,6 @@
 """Archive with an identity floor (``--min-identity``) over a rate ladder, ``--level``, mixed-rung
-restore/verify, and lossless fallbacks — judged by the real FaceNet (casia-webface, offline).
+restore/verify, and lossless fallbacks — judged by the real FaceNet (casia-webface, offline) and
+dlib's ResNet (the independent judge).
 
 The ladder is two untrained mean-scale-hyperprior models (N=16, M=24): they decode every face to
 a nearly flat image. So a real face crop at 2 % contrast (nearly flat itself) keeps a FaceNet
@@ -91,8 +92,8 @@ def floored(ray_local, ladder, faces, tmp_path_factory):
     """``facezip archive --min-identity 0.5`` over the two-rung ladder, tracked in a sqlite store."""
     root = tmp_path_factory.mktemp("floored")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    args = ["archive", str(faces), str(root / "archive"), "--min-identity", str(FLOOR), "--quiet",
-            *ladder_overrides(ladder, "tracking.enabled=true", f"tracking.uri={uri}")]
+    args = ["archive", str(faces), str(root / "archive"), "--quiet",
+            *ladder_overrides(ladder, "tracking.enabled=true", f"tracking.uri={uri}"), "--min-identity", f"facenet={FLOOR}"]
     assert main(args) == 0
     return root / "archive", uri
 
@@ -105,19 +106,22 @@ def test_floor_keeps_recognisable_faces_at_the_start_rung_and_stores_the_rest_lo
         assert (rows[name]["level"], rows[name]["lossless_fallback"]) == (1, False)
         assert rows[name]["codec"] == "mean-scale-hyperprior" and rows[name]["weights_hash"] == codecs[0].weights_hash()
         assert FLOOR <= rows[name]["identity_similarity"] <= 1.0
+        assert dict(rows[name]["identity_scores"]) == {"facenet": pytest.approx(rows[name]["identity_similarity"])}
     for name in ("sharp0", "sharp1"):  # below the floor at both rungs → PNG, flagged
         assert (rows[name]["codec"], rows[name]["level"], rows[name]["lossless_fallback"]) == ("png", None, True)
         assert rows[name]["identity_similarity"] == 1.0
 
     summary = json.loads((dest / "_SUCCESS.json").read_text())
     assert summary["faces_per_level"] == {"1": 2, "png": 2}
-    assert (summary["raised_faces"], summary["lossless_fallbacks"], summary["min_identity"]) == (2, 2, FLOOR)
+    assert (summary["raised_faces"], summary["lossless_fallbacks"], summary["min_identity"]) == (2, 2, {"facenet": FLOOR})
+    assert summary["raised_by_judge"] == {"facenet": 2}
     lowest = min(r["identity_similarity"] for r in rows.values())
-    assert summary["identity_similarity_min"] == pytest.approx(lowest, abs=1e-5)
+    assert summary["identity"]["facenet"]["worst"] == pytest.approx(lowest, abs=1e-5)
     assert [rung["level"] for rung in summary["ladder"]] == [1, 2]
     mlflow.set_tracking_uri(uri)
     run = mlflow.search_runs(experiment_names=["facezip"], output_format="list")[0]
     assert run.data.metrics["lossless_fallbacks"] == 2 and run.data.metrics["faces_level_1"] == 2
+    assert run.data.metrics["raised_by.facenet"] == 2
 
     results = restore_records(codecs, str(dest), None, str(tmp_path / "out"), Storage(), progress=False)
     assert all(r.error is None for r in results)
@@ -168,18 +172,42 @@ def test_index_written_before_ladders_reads_with_null_columns(floored, tmp_path)
     assert table["level"].null_count == table.num_rows and table["lossless_fallback"].null_count == table.num_rows
 
 
-@pytest.mark.parametrize("value", ["0", "-0.2", "1.5", "nan"])
-def test_bad_min_identity_is_a_clear_error(ladder, faces, tmp_path, capsys, value):
-    args = ["archive", str(faces), str(tmp_path / "a"), f"--min-identity={value}", *ladder_overrides(ladder)]
+def test_every_judge_must_pass(ray_local, ladder, faces, tmp_path):
+    """Two judges: a face that dlib-resnet passes (a loose distance) but facenet fails is re-encoded;
+    dlib-resnet alone at the same distance keeps every face at the start rung."""
+    loose = "dlib-resnet=5.0"  # descriptors lie well within distance 5 of each other
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    for dest, judges in ((both, [loose, f"facenet={FLOOR}"]), (alone, [loose])):
+        assert main(["archive", str(faces), str(dest), "--quiet", *ladder_overrides(ladder),
+                     "--min-identity", *judges]) == 0
+    rows = {r["id"]: r for r in index_rows(str(both))}
+    for name in ("sharp0", "sharp1"):
+        assert rows[name]["lossless_fallback"] and set(dict(rows[name]["identity_scores"])) == {"dlib-resnet", "facenet"}
+    assert json.loads((both / "_SUCCESS.json").read_text())["raised_by_judge"] == {"facenet": 2}
+    kept = json.loads((alone / "_SUCCESS.json").read_text())
+    assert (kept["faces_per_level"], kept["raised_faces"], kept["raised_by_judge"]) == ({"1": 4}, 0, {})
+    assert 0 < kept["identity"]["dlib-resnet"]["worst"] < 5.0 and kept["identity"]["dlib-resnet"]["measure"] == "distance"
+    assert all(r["identity_similarity"] is None for r in index_rows(str(alone)))  # that column is facenet's
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("0.85", "--min-identity 0.85: name the judge whose threshold this is"),
+    ("facenet=high", "the threshold 'high' is not a number"),
+    ("facenet=1.5", "archive.thresholds.facenet = 1.5: a cosine floor must be in (0, 1]"),
+    ("dlib-resnet=-0.2", "archive.thresholds.dlib-resnet = -0.2: a distance floor must be > 0"),
+    ("arcface=0.3", "identity judge 'arcface' is neither a registered judge"),
+])
+def test_bad_min_identity_is_a_clear_error(ladder, faces, tmp_path, capsys, spec, message):
+    args = ["archive", str(faces), str(tmp_path / "a"), *ladder_overrides(ladder), "--min-identity", spec]
     assert main(args) == 2
-    assert f"archive.min_identity (--min-identity) must be in (0, 1], got {value}" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
 
 
 def test_floor_without_a_ladder_is_a_clear_error(ladder, faces, tmp_path, capsys):
     common = ["tracking.enabled=false", "codec.name=mean-scale-hyperprior"]
-    assert main(["archive", str(faces), str(tmp_path / "a"), "--min-identity", "0.8", f"codec.weights={ladder[0]}",
-                 *common]) == 2
-    assert "archive.min_identity needs a rate ladder" in capsys.readouterr().err
+    assert main(["archive", str(faces), str(tmp_path / "a"), f"codec.weights={ladder[0]}", *common,
+                 "--min-identity", "facenet=0.8"]) == 2
+    assert "the identity floor (--min-identity) needs a rate ladder" in capsys.readouterr().err
     assert main(["archive", str(faces), str(tmp_path / "a"), "--level", "3", *ladder_overrides(ladder)]) == 2
     assert "codec.level=3 is not a rung of archive.ladder (levels 1..2)" in capsys.readouterr().err

@@ -76,10 +76,10 @@ def crops(tmp_path_factory, astronaut) -> Path:
 
 
 def _evaluate_config(judge: Path, *extra: str):
-    return load_config([], [f"evaluate.recognizer={judge}", "evaluate.recognizer_input_size=64",
+    return load_config([], [f"evaluate.judges=[{judge}]", "evaluate.recognizer_input_size=64",
                             "evaluate.recognizer_normalization=unit", "evaluate.detect_faces=false",
                             "evaluate.baselines=[jpeg,avif]", "evaluate.jpeg_qualities=[5,90]",
-                            "evaluate.avif_qualities=[20,80]", "evaluate.bd_metrics=[psnr,cosine]",
+                            "evaluate.avif_qualities=[20,80]", "evaluate.bd_metrics=[psnr,identity]",
                             "evaluate.samples=1", "evaluate.reference=false", "tracking.enabled=false",
                             "device=cpu", *extra])
 
@@ -104,7 +104,7 @@ def test_a_ladder_is_one_curve_with_a_point_per_rung_and_bd_rates_vs_two_anchors
 
     bd = {(r["codec"], r["anchor"], r["metric"]): r for r in summary["bjontegaard"]}
     for anchor in ("jpeg", "avif"):
-        for metric in ("psnr", "cosine"):
+        for metric in ("psnr", f"identity.{tiny_judge.stem}.mean_cosine"):
             assert bd[(HYPERPRIOR, anchor, metric)]["points"] == 3
             one_point = bd[("binarized-cae", anchor, metric)]
             assert one_point["points"] == 1
@@ -113,7 +113,7 @@ def test_a_ladder_is_one_curve_with_a_point_per_rung_and_bd_rates_vs_two_anchors
     assert isinstance(bd[("avif", "jpeg", "psnr")]["bd_rate_percent"], float)
 
     dest = tmp_path / "eval"
-    assert (dest / "rate_cosine.png").stat().st_size > 0
+    assert (dest / f"rate_identity_{tiny_judge.stem}.png").stat().st_size > 0
     report = (dest / "report.md").read_text()
     assert "Table 5: speed" in report and f"| {HYPERPRIOR} | l2 |" in report
     assert "| jpeg | q90 |" in report and "×" in report
@@ -130,13 +130,13 @@ def test_bd_rates_of_a_three_point_curve_against_two_anchors_known_answer():
     avif = [_summary("avif", f"q{i}", 0.5 * r, 30 + 20 * math.log10(r)) for i, r in enumerate(rates)]
     ladder = [_summary(HYPERPRIOR, f"l{n}", 0.4 * r, 30 + 20 * math.log10(r), "facezip")
               for n, r in enumerate(rates[1:], 1)]
-    rows = bjontegaard([*jpeg, *avif, *ladder], ["jpeg", "avif"], ["psnr"], has_pairs=False)
+    rows = bjontegaard([*jpeg, *avif, *ladder], ["jpeg", "avif"], ["psnr"], [], has_pairs=False)
     by_key = {(r["codec"], r["anchor"]): r for r in rows}
     assert by_key[(HYPERPRIOR, "jpeg")]["bd_rate_percent"] == pytest.approx(-60.0, abs=1e-9)
     assert by_key[(HYPERPRIOR, "avif")]["bd_rate_percent"] == pytest.approx(-20.0, abs=1e-9)
     assert by_key[("avif", "jpeg")]["bd_rate_percent"] == pytest.approx(-50.0, abs=1e-9)
     assert by_key[(HYPERPRIOR, "jpeg")]["points"] == 3 and by_key[(HYPERPRIOR, "jpeg")]["note"] == ""
-    assert bjontegaard([*jpeg, *ladder], ["webp"], ["psnr"], has_pairs=False) == []  # not measured: no rows
+    assert bjontegaard([*jpeg, *ladder], ["webp"], ["psnr"], [], has_pairs=False) == []  # not measured: no rows
 
 
 def test_speed_table_is_relative_to_the_mean_jpeg_speed():
@@ -168,7 +168,7 @@ def test_unknown_codecs_and_levels_in_evaluate_models_are_clear_errors(bundled_l
 
 
 def test_cli_evaluate_level_and_unknown_codec(bundled_ladder, crops, tiny_judge, tmp_path, capsys):
-    common = [str(crops), "--recognizer", str(tiny_judge), "--baselines", "jpeg", "evaluate.jpeg_qualities=[50]",
+    common = [str(crops), "--judge", str(tiny_judge), "--baselines", "jpeg", "evaluate.jpeg_qualities=[50]",
               "evaluate.recognizer_input_size=64", "evaluate.detect_faces=false", "tracking.enabled=false",
               "evaluate.bd_anchors=[jpeg]", f"codec.name={HYPERPRIOR}"]
     assert main(["evaluate", common[0], str(tmp_path / "e"), *common[1:], "--level", "3"]) == 0

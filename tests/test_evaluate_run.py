@@ -57,7 +57,7 @@ def codec_weights(tmp_path_factory) -> Path:
 
 
 def _config(codec_weights: Path, judge: Path, *extra: str):
-    return load_config([], [f"evaluate.models=[{codec_weights}]", f"evaluate.recognizer={judge}",
+    return load_config([], [f"evaluate.models=[{codec_weights}]", f"evaluate.judges=[{judge}]",
                             "evaluate.recognizer_input_size=64", "evaluate.recognizer_normalization=unit",
                             "evaluate.baselines=[jpeg,webp]", "evaluate.jpeg_qualities=[10,50,90]",
                             "evaluate.webp_qualities=[20,80]", "evaluate.detect_faces=false",
@@ -70,34 +70,40 @@ def test_run_on_generated_faces_writes_every_output(faces_dir, codec_weights, ti
 
     labels = [level["label"] for level in summary["levels"]]
     assert labels == ["reference-raw", "facezip-random-cae", "jpeg-q10", "jpeg-q50", "jpeg-q90", "webp-q20", "webp-q80"]
-    assert "TorchScript" in summary["judge"] and str(tiny_judge) in summary["judge"]
+    (judge,) = summary["judges"]
+    assert judge["name"] == tiny_judge.stem == summary["headline_judge"] and judge["measure"] == "cosine"
+    assert "TorchScript" in judge["description"] and str(tiny_judge) in judge["description"]
+    cosine = f"identity.{tiny_judge.stem}.mean_cosine"
     assert summary["images"] == 12 and summary["pairs"] == 8 and summary["folds"] == 2
     by_label = {level["label"]: level for level in summary["levels"]}
     reference = by_label["reference-raw"]
     assert reference["bpp_mean"] == 24.0 and reference["psnr_mean"] == "inf"
-    assert reference["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert reference[cosine] == pytest.approx(1.0, abs=1e-5)
     jpeg = [by_label[f"jpeg-q{q}"] for q in (10, 50, 90)]
     assert [j["bpp_mean"] for j in jpeg] == sorted(j["bpp_mean"] for j in jpeg)
-    assert jpeg[0]["psnr_mean"] < jpeg[2]["psnr_mean"] and jpeg[2]["cosine_mean"] > 0.9
+    assert jpeg[0]["psnr_mean"] < jpeg[2]["psnr_mean"] and jpeg[2][cosine] > 0.9
     for level in summary["levels"]:
         assert level["ok"] == 12 and level["failed"] == 0
         assert level["verification_pairs"] == 8 and level["nn_faces"] == 12
-        assert 0.0 <= level["verification_accuracy"] <= 1.0
+        assert 0.0 <= level[f"identity.{tiny_judge.stem}.verification_accuracy"] <= 1.0
         assert level["bpp_min"] <= level["bpp_mean"] <= level["bpp_max"]
     facezip = by_label["facezip-random-cae"]
     assert facezip["size_mb"] == pytest.approx(facezip["bpp_mean"] * 64 * 64 * 12 / 8 / 1e6)
 
     bd = {(row["codec"], row["metric"]): row for row in summary["bjontegaard"]}
-    assert set(bd) == {(c, m) for c in ("facezip", "webp") for m in ("psnr", "ms_ssim", "cosine", "accuracy")}
+    judged = (f"identity.{tiny_judge.stem}.mean_cosine", f"identity.{tiny_judge.stem}.verification_accuracy")
+    assert set(bd) == {(c, m) for c in ("facezip", "webp") for m in ("psnr", "ms_ssim", *judged)}
     assert isinstance(bd[("webp", "psnr")]["bd_rate_percent"], float)
 
     for name in ("rows.csv", "rows.json", "summary.csv", "summary.json", "bjontegaard.csv", "report.md",
-                 "rate_psnr.png", "rate_ms_ssim.png", "rate_accuracy.png", "samples.png", "_SUCCESS.json"):
+                 "rate_psnr.png", "rate_ms_ssim.png", f"rate_identity_{tiny_judge.stem}.png",
+                 f"rate_verification_{tiny_judge.stem}.png", "samples.png", "_SUCCESS.json"):
         assert (dest / name).stat().st_size > 0, name
     rows = json.loads((dest / "rows.json").read_text())
     assert len(rows) == 12 * 7
     report = (dest / "report.md").read_text()
     assert "Table 1: compression" in report and "Table 4: Bjøntegaard" in report and "TorchScript" in report
+    assert f"identity judged by {tiny_judge.stem}" in report and f"{tiny_judge.stem} cosine mean" in report
     assert json.loads((dest / "_SUCCESS.json").read_text())["levels"] == summary["levels"]
     assert any(p.name.startswith("embeddings-") for p in (dest / "cache").iterdir())
 
@@ -139,38 +145,41 @@ def test_facenet_judge_mtcnn_and_one_mlflow_run(faces_dir, codec_weights, tmp_pa
     from facenet_pytorch import InceptionResnetV1
 
     torch.save(InceptionResnetV1(pretrained=None).state_dict(), judge)
-    cfg = load_config([], [f"evaluate.models=[{codec_weights}]", f"evaluate.recognizer={judge}",
+    cfg = load_config([], [f"evaluate.models=[{codec_weights}]", f"evaluate.judges=[{judge}]",
                            "evaluate.baselines=[jpeg]", "evaluate.jpeg_qualities=[30,90]", "evaluate.max_images=4",
                            f"tracking.uri={mlflow_sqlite}", "tracking.experiment=evaluate-test", "device=cpu"])
     summary = run_evaluate(cfg, str(faces_dir), str(tmp_path / "eval"))
 
-    assert "InceptionResnetV1 state dict" in summary["judge"]
+    assert "InceptionResnetV1 state dict" in summary["judges"][0]["description"]
     # max_images keeps whole pairs only: the first same and different pair of fold 1 (3 images)
     assert summary["images"] == 3 and summary["pairs"] == 2 and summary["folds"] == 1
     for level in summary["levels"]:
         assert 0 <= level["faces_not_detected"] <= level["ok"] == 3  # MTCNN ran on every decoded face
     run = mlflow.MlflowClient(mlflow_sqlite).get_run(summary["mlflow_run_id"])
-    assert run.data.tags["evaluate.judge"] == summary["judge"]
+    assert run.data.tags["evaluate.judge.facenet-random"] == summary["judges"][0]["description"]
     assert run.data.params["evaluate.max_images"] == "4"
     assert run.data.metrics["jpeg-q90.bpp_mean"] == pytest.approx(summary["levels"][3]["bpp_mean"])
     artifacts = {a.path for a in mlflow.MlflowClient(mlflow_sqlite).list_artifacts(run.info.run_id)}
-    assert {"report.md", "rows.csv", "summary.json", "rate_accuracy.png", "samples.png", "config.yaml"} <= artifacts
+    assert {"report.md", "rows.csv", "summary.json", "rate_verification_facenet-random.png", "samples.png",
+            "config.yaml"} <= artifacts
+    assert run.data.metrics["jpeg-q90.identity.facenet-random.mean_cosine"] > 0
 
     cache = next((tmp_path / "eval" / "cache").glob("embeddings-*.npz"))
     stamp = cache.stat().st_mtime_ns
     again = run_evaluate(cfg, str(faces_dir), str(tmp_path / "eval"))
     assert cache.stat().st_mtime_ns == stamp  # nothing new to embed: the cache was not rewritten
-    assert again["levels"][1]["cosine_mean"] == pytest.approx(summary["levels"][1]["cosine_mean"])
+    cosine = "identity.facenet-random.mean_cosine"
+    assert again["levels"][1][cosine] == pytest.approx(summary["levels"][1][cosine])
 
 
 def test_cli_evaluate(faces_dir, codec_weights, tiny_judge, tmp_path, capsys):
     dest = tmp_path / "cli-eval"
     status = main(["evaluate", str(faces_dir), str(dest), "--codec", str(codec_weights), "--baselines", "jpeg",
-                   "--recognizer", str(tiny_judge), "evaluate.jpeg_qualities=[20,80]",
+                   "--judge", str(tiny_judge), "evaluate.jpeg_qualities=[20,80]",
                    "evaluate.recognizer_input_size=64", "evaluate.detect_faces=false", "tracking.enabled=false"])
     out = capsys.readouterr().out
     assert status == 0
-    assert "judge: TorchScript" in out and "jpeg-q80" in out and "facezip-random-cae" in out
+    assert f"judge {tiny_judge.stem} (headline): TorchScript" in out and "jpeg-q80" in out and "facezip-random-cae" in out
     assert (dest / "report.md").is_file() and (dest / "_SUCCESS.json").is_file()
     assert main(["evaluate", str(tmp_path / "missing"), str(dest), "tracking.enabled=false"]) == 2
     assert "no such file or folder" in capsys.readouterr().err

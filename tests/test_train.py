@@ -161,6 +161,8 @@ def test_finetune_on_face_crops_sqlite_and_s3_checkpoints(ray_local, face_crops,
     assert len(val_loss) == 2 and all(np.isfinite(value) for _, value in val_loss)
     cosine = _history(client, run_id, "val_facenet_cosine")
     assert all(0.0 < value <= 1.0 for _, value in cosine)
+    independent = _history(client, run_id, "val_identity.dlib-resnet.mean_distance")  # logged, never a loss term
+    assert len(independent) == 2 and all(0.0 <= value < 2.0 for _, value in independent)
     assert _history(client, run_id, "train_facenet_l2") and _history(client, run_id, "train_pixel_l2")
     grids = [a.path for a in client.list_artifacts(run_id, "reconstructions")]
     assert grids == ["reconstructions/epoch_000.png", "reconstructions/epoch_001.png"]

@@ -21,10 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     archive.add_argument("--incremental", action="store_true",
                          help="nightly mode: add only inputs whose source URI and content are not archived yet")
     archive.add_argument("--level", type=int, metavar="N", help="rung of the codec's rate ladder (codec.level)")
-    archive.add_argument("--min-identity", type=float, metavar="S",
-                         help="identity floor, 0 < S <= 1: faces whose decode has a FaceNet cosine below S to the "
-                              "original go up the rate ladder, after the top rung lossless PNG "
-                              "(archive.min_identity)")
+    archive.add_argument("--min-identity", nargs="*", metavar="JUDGE[=T]",
+                         help="identity floor: faces whose decode some judge finds too far from the original go up "
+                              "the rate ladder, after the top rung lossless PNG. Alone: archive.judges (default "
+                              "dlib-resnet, the independent judge) at archive.thresholds; or name the judges, each "
+                              "with its own threshold in its own measure: dlib-resnet=0.4 (distance, at most), "
+                              "facenet=0.85 (cosine, at least)")
     archive.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(archive)
     archive.set_defaults(func=_archive)
@@ -54,8 +56,7 @@ def _positional(args: argparse.Namespace, names: tuple[str, ...], options: tuple
 
 
 def _archive(args: argparse.Namespace) -> int:
-    options = ((f"codec.level={args.level}",) if args.level is not None else ()) + (
-        (f"archive.min_identity={args.min_identity}",) if args.min_identity is not None else ())
+    options = ((f"codec.level={args.level}",) if args.level is not None else ()) + _floor_options(args.min_identity)
     (src, dest), cfg = _positional(args, ("SRC", "DEST"), options)
     try:
         summary = run_archive(cfg, src, dest, incremental=args.incremental, progress=not args.quiet)
@@ -66,11 +67,42 @@ def _archive(args: argparse.Namespace) -> int:
           f"rejected {summary['rejected']} {summary['failures'] or ''}; details in {summary['manifest']}",
           file=sys.stderr)
     if summary["min_identity"] is not None:
+        reached = "; ".join(f"{judge} {s['measure']} mean {s['mean']}, worst {s['worst']}"
+                            for judge, s in summary["identity"].items())
         print(f"identity floor {summary['min_identity']}: faces per level {summary['faces_per_level']}, "
-              f"{summary['raised_faces']} needed a higher level, {summary['lossless_fallbacks']} stored lossless; "
-              f"similarity mean {summary['identity_similarity_mean']}, min {summary['identity_similarity_min']}",
-              file=sys.stderr)
+              f"{summary['raised_faces']} needed a higher level (by judge: {summary['raised_by_judge']}), "
+              f"{summary['lossless_fallbacks']} stored lossless; {reached}", file=sys.stderr)
     return 1 if summary["rejected"] else 0
+
+
+def _floor_options(specs: list[str] | None) -> tuple[str, ...]:
+    """``--min-identity [JUDGE[=T] ...]`` as config overrides: the floor on; named judges replace
+    archive.judges, a given T sets that judge's threshold."""
+    if specs is None:
+        return ()
+    options = ["archive.identity_floor=true"]
+    judges = []
+    for spec in specs:
+        judge, _, value = spec.partition("=")
+        if _is_number(judge):
+            raise CommandError(f"--min-identity {spec}: name the judge whose threshold this is, in its own measure "
+                               f"(e.g. --min-identity dlib-resnet=0.4 for a distance, facenet={judge} for a cosine)")
+        if value and not _is_number(value):
+            raise CommandError(f"--min-identity {spec}: the threshold '{value}' is not a number")
+        judges.append(judge)
+        if value:
+            options.append(f"archive.thresholds.{judge}={value}")
+    if judges:
+        options.append(f"archive.judges=[{','.join(judges)}]")
+    return tuple(options)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -8,8 +8,7 @@ import sys
 from facezip.cli.common import CommandError, add_config_arguments, load
 from facezip.infra.readers import LAYOUTS, ReaderError
 
-_SHOWN = (("bpp_mean", "bpp", 3), ("psnr_mean", "PSNR", 2), ("ms_ssim_mean", "MS-SSIM", 4),
-          ("cosine_mean", "cosine", 4), ("verification_accuracy", "verif.acc", 4), ("nn_accuracy", "1-NN acc", 4))
+_SHOWN = (("bpp_mean", "bpp", 3), ("psnr_mean", "PSNR", 2), ("ms_ssim_mean", "MS-SSIM", 4))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="rung N of codec.name's bundled rate ladder when no --codec is given (codec.level)")
     parser.add_argument("--baselines", metavar="LIST",
                         help="comma-separated baselines among jpeg,webp,avif, or 'none' (default: evaluate.baselines)")
-    parser.add_argument("--recognizer", metavar="JUDGE",
-                        help="identity judge: 'facenet' or a TorchScript / InceptionResnetV1 state-dict file")
+    parser.add_argument("--judge", action="append", default=[], metavar="JUDGE",
+                        help="identity judge (repeatable; evaluate.judges, default dlib-resnet and facenet): "
+                             "'dlib-resnet' (independent: no codec trains against it), 'facenet' (the network the "
+                             "identity loss trains against) or a TorchScript / InceptionResnetV1 state-dict file")
     parser.add_argument("--layout", choices=LAYOUTS, help="layout of DATA (default: evaluate.layout, i.e. auto)")
     add_config_arguments(parser)
     parser.set_defaults(func=_evaluate)
@@ -48,24 +49,38 @@ def _evaluate(args: argparse.Namespace) -> int:
         cfg.codec.level = args.level
     if args.baselines:
         cfg.evaluate.baselines = [] if args.baselines == "none" else [b.strip() for b in args.baselines.split(",")]
-    if args.recognizer:
-        cfg.evaluate.recognizer = args.recognizer
+    if args.judge:
+        cfg.evaluate.judges = list(args.judge)
     if args.layout:
         cfg.evaluate.layout = args.layout
     try:
         summary = run_evaluate(cfg, args.data, args.dest)
     except (ReaderError, ValueError) as exc:
         raise CommandError(str(exc)) from None
-    print(f"judge: {summary['judge']}")
-    print("  ".join(f"{title:>10}" for _, title, _ in (("", "level", 0), *_SHOWN)))
+    shown = [*_SHOWN, *_headline_columns(summary)]
+    for judge in summary["judges"]:
+        print(f"judge {judge['name']}{' (headline)' if judge['name'] == summary['headline_judge'] else ''}: "
+              f"{judge['description']}")
+    print("  ".join(f"{title:>10}" for _, title, _ in (("", "level", 0), *shown)))
     for level in summary["levels"]:
-        cells = [_cell(level[key], digits) for key, _, digits in _SHOWN]
+        cells = [_cell(level[key], digits) for key, _, digits in shown]
         print("  ".join([f"{level['label']:>10}", *(f"{cell:>10}" for cell in cells)]))
     print(f"report: {summary['outputs']['report.md']}")
     failed = sum(level["failed"] for level in summary["levels"])
     if failed:
         print(f"facezip evaluate: {failed} face×level rows failed (see rows.csv, column error)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _headline_columns(summary: dict) -> list[tuple[str, str, int]]:
+    """The headline judge's mean measure and verification (or 1-NN) accuracy."""
+    from facezip.models.recognizer import identity_key
+
+    judge = next(j for j in summary["judges"] if j["name"] == summary["headline_judge"])
+    name, measure = judge["name"], judge["measure"]
+    accuracy = "verification_accuracy" if summary["pairs"] else "nn_accuracy"
+    return [(identity_key(name, f"mean_{measure}"), measure[:10], 4),
+            (identity_key(name, accuracy), "verif.acc" if summary["pairs"] else "1-NN acc", 4)]
 
 
 def _cell(value, digits: int) -> str:

@@ -2,7 +2,9 @@
 
 A pipeline's parent run is read through its stage runs (its children, named after what they
 ran: ``evaluate/facezip.psnr_mean``); a run without children (one stage run alone) is read
-directly. Key metrics are those whose name mentions one of ``KEY_METRICS``' words.
+directly. Key metrics are those whose name mentions one of ``KEY_METRICS``' words; each goes to
+the first family that claims it, so the independent judge's identity numbers come before those
+of the network the identity loss trains against.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.exceptions import MlflowException
 
-KEY_METRICS = {  # family → words that mark its metrics (lower case)
+KEY_METRICS = {  # family → words that mark its metrics (lower case), in the order families claim them
     "bpp": ("bpp",),
     "PSNR": ("psnr",),
     "MS-SSIM": ("ms_ssim", "msssim", "ms-ssim"),
+    "identity (dlib-resnet, independent judge)": ("identity.dlib-resnet",),
+    "identity (facenet, the training loss's network)": ("identity.facenet", "cosine"),
     "verification accuracy": ("accuracy",),
-    "cosine": ("cosine",),
 }
 
 
@@ -46,9 +49,12 @@ def collect_runs(client: mlflow.MlflowClient, run_ids: Sequence[str]) -> list[Ru
 def key_metric_names(runs: Sequence[RunMetrics], contains: str | None = None) -> dict[str, list[str]]:
     """Family → the metric names (of any run) in it, in name order; only names containing ``contains``."""
     names = sorted({name for run in runs for name in run.metrics if not contains or contains in name})
-    families = {family: [name for name in names if any(word in name.lower() for word in words)]
-                for family, words in KEY_METRICS.items()}
-    return {family: found for family, found in families.items() if found}
+    families: dict[str, list[str]] = {}
+    for name in names:
+        family = next((f for f, words in KEY_METRICS.items() if any(word in name.lower() for word in words)), None)
+        if family:
+            families.setdefault(family, []).append(name)
+    return {family: families[family] for family in KEY_METRICS if family in families}
 
 
 def format_table(runs: Sequence[RunMetrics], families: dict[str, list[str]]) -> str:

@@ -48,6 +48,9 @@ class FinetuneConfig:
     pixel_weight: float = 1.0
     facenet_weight: float = 1.0
     facenet_weights: str = "casia-webface"  # vggface2 | casia-webface | path or s3:// state dict | none
+    # judges whose identity numbers validation logs per epoch (never in the loss): does a gain on
+    # the training FaceNet carry over to a network the codec never trained against?
+    val_judges: list[str] = field(default_factory=lambda: ["dlib-resnet"])
 
 
 @dataclass
@@ -98,13 +101,17 @@ class ArchiveConfig:
     cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve Ray's read tasks on small hosts
     gpus_per_actor: float = 0.0
     max_image_pixels: int = 40_000_000  # larger inputs are rejected as too_large
-    # identity floor (`--min-identity S`, 0 < S ≤ 1): a face whose decode has FaceNet cosine < S
-    # to its original is re-encoded at the next rung of the rate ladder, after the top as lossless PNG
-    min_identity: Optional[float] = None
+    # identity floor (`--min-identity`): a face whose decode fails any judge's threshold against its
+    # original is re-encoded at the next rung of the rate ladder, after the top as lossless PNG
+    identity_floor: bool = False
+    judges: list[str] = field(default_factory=lambda: ["dlib-resnet"])  # every one must pass
+    # per judge, in its own measure: dlib-resnet a Euclidean distance (≤), facenet a cosine (≥);
+    # defaults measured on LFW-dev pairs by scripts/judge_thresholds.py (README, "identity floor")
+    thresholds: dict[str, float] = field(default_factory=lambda: {"dlib-resnet": 0.4, "facenet": 0.85})
     # the rate ladder as weights files, lowest rate first (levels 1..n; codec.level picks the start,
     # default 1); [] = the codec's bundled ladder (rungs from codec.level or its default level up)
     ladder: list[str] = field(default_factory=list)
-    facenet_weights: str = "casia-webface"  # the identity judge (see facezip.models.facenet.load_facenet)
+    facenet_weights: str = "casia-webface"  # the facenet judge's weights (facezip.models.facenet.load_facenet)
 
 
 @dataclass
@@ -119,10 +126,12 @@ class EvaluateConfig:
     webp_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
     avif_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
     reference: bool = True  # the uncompressed originals as a row: the ceiling of every identity metric
-    # the judge: "facenet" (weights below) or a TorchScript / InceptionResnetV1 state-dict file
-    recognizer: str = "facenet"
+    # identity judges, each reported side by side: registered ones (dlib-resnet: independent;
+    # facenet: the training loss's network) or a TorchScript / InceptionResnetV1 state-dict file.
+    # The first judge no codec trains against gives the headline numbers.
+    judges: list[str] = field(default_factory=lambda: ["dlib-resnet", "facenet"])
     facenet_weights: str = "casia-webface"
-    recognizer_input_size: int = 160
+    recognizer_input_size: int = 160  # input convention of a judge given as a file
     recognizer_normalization: str = "facenet"  # facenet | unit | imagenet
     detect_faces: bool = True  # re-run MTCNN (detect.* settings) on decoded images
     layout: str = "auto"  # dataset layout for facezip.infra.readers: auto | lfw | celeba | folder | parquet
@@ -130,7 +139,8 @@ class EvaluateConfig:
     center_crop: Optional[int] = None  # e.g. 160 for LFW's 250×250 deep-funneled images
     max_images: Optional[int] = None  # with pairs: whole pairs, spread over folds and same/different
     bd_anchors: list[str] = field(default_factory=lambda: ["jpeg", "avif"])  # BD-rate of every curve vs each
-    bd_metrics: list[str] = field(default_factory=lambda: ["psnr", "ms_ssim", "cosine", "accuracy"])
+    # psnr | ms_ssim | ssim | identity (each judge's mean measure) | verification (each judge's accuracy)
+    bd_metrics: list[str] = field(default_factory=lambda: ["psnr", "ms_ssim", "identity", "verification"])
     samples: int = 4  # faces in the sample grid
     batch_size: int = 32
     cache_dir: Optional[str] = None  # embedding cache; None = <dest>/cache

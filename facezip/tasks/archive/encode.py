@@ -16,9 +16,9 @@ import pyarrow as pa
 from facezip.infra.device import resolve_device
 from facezip.infra.images import ImageError, decode_image
 from facezip.models.loading import codec_from_bytes
-from facezip.models.recognizer import Recognizer
-from facezip.tasks.archive.floor import encode_faces
+from facezip.tasks.archive.floor import Floor, encode_faces
 from facezip.tasks.archive.ladder import Rung
+from facezip.tasks.archive.layout import IDENTITY_SCORES
 
 ENCODED_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_uri", pa.string()), ("identity", pa.string()), ("split", pa.string()),
@@ -26,7 +26,7 @@ ENCODED_SCHEMA = pa.schema([
     ("version", pa.int32()), ("record", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
     ("payload_bytes", pa.int64()), ("codec", pa.string()), ("model", pa.string()), ("weights_hash", pa.string()),
     ("level", pa.int32()), ("identity_similarity", pa.float32()), ("lossless_fallback", pa.bool_()),
-    ("raised", pa.bool_()),
+    ("identity_scores", IDENTITY_SCORES), ("raised", pa.bool_()), ("raised_by", pa.list_(pa.string())),
 ])
 
 
@@ -59,8 +59,8 @@ class EncoderSettings:
     device: str
     batch_size: int
     max_pixels: int
-    min_identity: float | None = None
-    judge: Any = None  # ObjectRef of the FaceNet module
+    thresholds: dict[str, float] | None = None  # the identity floor's, per judge; None = no floor
+    judges: Any = None  # ObjectRef of the floor's judges (FaceNet's weights are large)
 
 
 class ArchiveEncoder:
@@ -73,9 +73,9 @@ class ArchiveEncoder:
         device = resolve_device(settings.device)
         self.rungs = [Rung(level, model, codec_from_bytes(data, model, expected_codec=settings.codec)
                            .to(device).freeze()) for level, model, data in ray.get(settings.rungs)]
-        self.judge = None
-        if settings.judge is not None:
-            self.judge = Recognizer(ray.get(settings.judge), "FaceNet", device=device)
+        self.floor = None
+        if settings.judges is not None:
+            self.floor = Floor([judge.to(device) for judge in ray.get(settings.judges)], settings.thresholds)
         self.settings = settings
         self.rules: SkipRules = ray.get(rules)
 
@@ -84,8 +84,7 @@ class ArchiveEncoder:
         out = [self._classify(row) for row in rows]
         pending = [(o, image) for o, image in out if image is not None]
         if pending:
-            coded = encode_faces(self.rungs, [image for _, image in pending], self.judge,
-                                 self.settings.min_identity, self.settings.batch_size)
+            coded = encode_faces(self.rungs, [image for _, image in pending], self.floor, self.settings.batch_size)
             for (row, image), face in zip(pending, coded):
                 row.update(vars(face), height=image.shape[0], width=image.shape[1])
         return pa.Table.from_pylist([o for o, _ in out], schema=ENCODED_SCHEMA)

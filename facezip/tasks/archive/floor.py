@@ -1,8 +1,9 @@
-"""Encoding faces up the rate ladder until FaceNet still recognises them (``--min-identity``).
+"""Encoding faces up the rate ladder until every judge still recognises them (``--min-identity``).
 
-Every face is encoded at the start rung, decoded and embedded (one extra decode + embedding
-per face); only the faces whose cosine to the original is below the floor go to the next rung,
-batched again. After the top rung a face is stored as lossless PNG bytes, flagged.
+Every face is encoded at the start rung, decoded and embedded by each judge (one extra decode
+and one embedding per judge per face); only the faces that some judge finds too far from the
+original (its threshold, in its own measure) go to the next rung, batched again. After the top
+rung a face is stored as lossless PNG bytes, flagged.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from PIL import Image
 
 from facezip.models.coding import decode_payloads, encode_payloads
 from facezip.models.container import FzHeader
-from facezip.models.recognizer import Recognizer
+from facezip.models.recognizer import FACENET, Recognizer, RecognizerOptions, load_recognizers
 from facezip.models.registry import Codec
 from facezip.tasks.archive.ladder import Rung
 from facezip.tasks.archive.layout import LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, pack_record
@@ -33,34 +34,76 @@ class Coded:
     weights_hash: str
     model: str
     level: int | None
-    identity_similarity: float | None = None
+    identity_scores: dict[str, float] | None = None  # judge → its measure of the stored face vs the original
+    identity_similarity: float | None = None  # the facenet judge's cosine (the index column predating judges)
     lossless_fallback: bool = False
     raised: bool = False  # stored above the start rung (or lossless)
+    raised_by: list[str] = field(default_factory=list)  # the judges that failed the face at the start rung
 
 
-def encode_faces(rungs: Sequence[Rung], images: Sequence[np.ndarray], judge: Recognizer | None,
-                 floor: float | None, batch_size: int) -> list[Coded]:
-    """``images`` coded at ``rungs[0]``; with a ``judge`` and ``floor``, each face at the lowest
-    rung whose decode reaches the floor, else lossless."""
-    if judge is None or floor is None:
+@dataclass(frozen=True)
+class Floor:
+    """Judges and their thresholds, each in the judge's own measure; a face passes when all pass."""
+
+    judges: Sequence[Recognizer]
+    thresholds: dict[str, float]
+
+    def measure(self, originals: dict[str, np.ndarray], decoded: Sequence[np.ndarray],
+                batch_size: int) -> dict[str, np.ndarray]:
+        return {j.name: j.compare(originals[j.name], j.embed(decoded, batch_size)) for j in self.judges}
+
+    def failing(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Judge → which faces it fails."""
+        return {j.name: ~j.passes(scores[j.name], self.thresholds[j.name]) for j in self.judges}
+
+
+def build_floor(settings, storage) -> Floor | None:
+    """``archive.judges`` with their ``archive.thresholds`` when ``archive.identity_floor`` is on;
+    a threshold outside its judge's measure (a cosine in (0, 1], a distance > 0) is an error."""
+    if not settings.identity_floor:
+        return None
+    if not settings.judges:
+        raise ValueError("archive.judges is empty: the identity floor needs at least one judge (e.g. dlib-resnet)")
+    judges = load_recognizers(list(settings.judges), RecognizerOptions(settings.facenet_weights, "cpu", storage))
+    thresholds = dict(settings.thresholds)
+    for judge in judges:
+        value = thresholds.get(judge.name)
+        if value is None:
+            raise ValueError(f"archive.thresholds has no threshold for the judge '{judge.name}' "
+                             f"(--min-identity {judge.name}=VALUE, a {judge.measure})")
+        if not (0 < value <= 1 if judge.higher_is_better else value > 0):
+            raise ValueError(f"archive.thresholds.{judge.name} = {value}: a {judge.measure} floor must be "
+                             + ("in (0, 1]" if judge.higher_is_better else "> 0"))
+    return Floor(judges, {judge.name: float(thresholds[judge.name]) for judge in judges})
+
+
+def encode_faces(rungs: Sequence[Rung], images: Sequence[np.ndarray], floor: Floor | None,
+                 batch_size: int) -> list[Coded]:
+    """``images`` coded at ``rungs[0]``; with a ``floor``, each face at the lowest rung whose
+    decode passes every judge, else lossless."""
+    if floor is None:
         return [_coded(rungs[0], image, payload)
                 for image, payload in zip(images, encode_payloads(rungs[0].codec, images, batch_size))]
-    originals = judge.embed(images, batch_size)
+    originals = {j.name: j.embed(images, batch_size) for j in floor.judges}
     out: list[Coded | None] = [None] * len(images)
+    raised_by: dict[int, list[str]] = {}
     todo = list(range(len(images)))
     for step, rung in enumerate(rungs):
         payloads = encode_payloads(rung.codec, [images[i] for i in todo], batch_size)
         headers = [_header(rung.codec, images[i]) for i in todo]
         decoded = decode_payloads(rung.codec, list(zip(headers, payloads)), batch_size)
-        # unit-length rows: the dot product is the cosine similarity
-        similarity = np.sum(originals[todo] * judge.embed(decoded, batch_size), axis=1)
-        for i, payload, value in zip(todo, payloads, similarity):
-            out[i] = _coded(rung, images[i], payload, float(value), raised=step > 0)
-        todo = [i for i, value in zip(todo, similarity) if value < floor]
+        scores = floor.measure({name: vectors[todo] for name, vectors in originals.items()}, decoded, batch_size)
+        failing = floor.failing(scores)
+        for k, (i, payload) in enumerate(zip(todo, payloads)):
+            if step == 0:
+                raised_by[i] = [name for name, failed in failing.items() if failed[k]]
+            out[i] = _coded(rung, images[i], payload, {name: float(s[k]) for name, s in scores.items()},
+                            raised=step > 0, raised_by=raised_by[i])
+        todo = [i for k, i in enumerate(todo) if any(failed[k] for failed in failing.values())]
         if not todo:
             break
     for i in todo:
-        out[i] = _lossless(images[i])
+        out[i] = _lossless(images[i], floor, raised_by[i])
     return out  # type: ignore[return-value]
 
 
@@ -68,44 +111,57 @@ def _header(codec: Codec, image: np.ndarray) -> FzHeader:
     return FzHeader(codec.name, codec.weights_hash(), *image.shape[:2])
 
 
-def _coded(rung: Rung, image: np.ndarray, payload: bytes, similarity: float | None = None,
-           raised: bool = False) -> Coded:
+def _coded(rung: Rung, image: np.ndarray, payload: bytes, scores: dict[str, float] | None = None,
+           raised: bool = False, raised_by: list[str] | None = None) -> Coded:
     codec = rung.codec
     record = pack_record(_header(codec, image), payload, codec.xz_options, stored=codec.entropy_coded)
-    return Coded(record, len(payload), codec.name, codec.weights_hash(), rung.model, rung.level, similarity,
-                 raised=raised)
+    return Coded(record, len(payload), codec.name, codec.weights_hash(), rung.model, rung.level, scores,
+                 (scores or {}).get(FACENET), raised=raised, raised_by=raised_by or [])
 
 
-def _lossless(image: np.ndarray) -> Coded:
-    """The decoded pixels as PNG: restore gives them back exactly, so the similarity is 1."""
+def _lossless(image: np.ndarray, floor: Floor, raised_by: list[str]) -> Coded:
+    """The decoded pixels as PNG: restore gives them back exactly, so each judge's measure is the
+    original against itself (cosine 1, distance 0)."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, "PNG", optimize=True)
     payload = buffer.getvalue()
     header = FzHeader(LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, *image.shape[:2])
+    scores = {j.name: 1.0 if j.higher_is_better else 0.0 for j in floor.judges}
     return Coded(pack_record(header, payload, stored=True), len(payload), LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH,
-                 "lossless", None, 1.0, lossless_fallback=True, raised=True)
+                 "lossless", None, scores, scores.get(FACENET), lossless_fallback=True, raised=True,
+                 raised_by=raised_by)
 
 
 @dataclass
 class IdentityTally:
-    """What the floor did over a run: faces per level, raised faces, fallbacks, similarities."""
+    """What the floor did over a run: faces per level, raised faces (and by which judge),
+    fallbacks, and each judge's measure of the stored faces."""
 
     levels: Counter = field(default_factory=Counter)
     raised: int = 0
+    raised_by: Counter = field(default_factory=Counter)
     fallbacks: int = 0
-    similarities: list[float] = field(default_factory=list)
+    scores: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, row: dict) -> None:
         if row["lossless_fallback"] or row["level"] is not None:  # no ladder: nothing to count per level
             self.levels[LOSSLESS_CODEC if row["lossless_fallback"] else str(row["level"])] += 1
         self.raised += bool(row["raised"])
+        self.raised_by.update(row.get("raised_by") or [])
         self.fallbacks += bool(row["lossless_fallback"])
-        if row["identity_similarity"] is not None:
-            self.similarities.append(row["identity_similarity"])
+        for judge, value in dict(row.get("identity_scores") or {}).items():  # Arrow maps read as pairs
+            self.scores.setdefault(judge, []).append(value)
 
-    def summary(self) -> dict:
-        values = np.array(self.similarities, dtype=np.float64)
+    def summary(self, floor: Floor | None) -> dict:
+        judges = {j.name: j for j in floor.judges} if floor else {}
         return {"faces_per_level": dict(sorted(self.levels.items())), "raised_faces": self.raised,
-                "lossless_fallbacks": self.fallbacks,
-                "identity_similarity_mean": round(float(values.mean()), 6) if len(values) else None,
-                "identity_similarity_min": round(float(values.min()), 6) if len(values) else None}
+                "raised_by_judge": dict(sorted(self.raised_by.items())), "lossless_fallbacks": self.fallbacks,
+                "identity": {name: _stats(values, judges.get(name)) for name, values in sorted(self.scores.items())}}
+
+
+def _stats(values: list[float], judge: Recognizer | None) -> dict:
+    """Mean and worst value of a judge's measure (the lowest cosine, the largest distance)."""
+    array = np.array(values, dtype=np.float64)
+    worst = array.min() if judge is None or judge.higher_is_better else array.max()
+    return {"measure": judge.measure if judge else None, "mean": round(float(array.mean()), 6),
+            "worst": round(float(worst), 6)}

@@ -20,15 +20,9 @@ class Rung:
     codec: Codec
 
 
-def check_min_identity(value: float | None) -> None:
-    if value is not None and not 0 < value <= 1:
-        raise ValueError(f"archive.min_identity (--min-identity) must be in (0, 1], got {value}")
-
-
 def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
-    """The start rung first; with ``archive.min_identity`` every higher rung after it, lowest rate first."""
-    floor = cfg.archive.min_identity
-    check_min_identity(floor)
+    """The start rung first; with ``archive.identity_floor`` every higher rung after it, lowest rate first."""
+    floor = cfg.archive.identity_floor
     _set_tracking_uri(cfg)
     name, weights, level = cfg.codec.name, cfg.codec.weights, cfg.codec.level
     if cfg.archive.ladder:
@@ -37,13 +31,13 @@ def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
         if not 1 <= start <= len(rungs):
             raise ValueError(f"codec.level={start} is not a rung of archive.ladder (levels 1..{len(rungs)})")
         chosen = rungs[start - 1 :]
-    elif floor is None:
+    elif not floor:
         codec = load_codec(name, weights, "cpu", storage, level=level)
         return [Rung(codec.level, weights, codec)]
     else:
         ladder = load_ladder(name) if weights == BUNDLED else {}
         if not ladder:
-            raise ValueError(f"archive.min_identity needs a rate ladder, and codec '{name}' with weights "
+            raise ValueError(f"the identity floor (--min-identity) needs a rate ladder, and codec '{name}' with weights "
                              f"'{weights}' has none: use a codec with bundled levels or list the rungs' "
                              "weights in archive.ladder")
         start = codec_class(name).default_level if level is None else level
@@ -51,7 +45,7 @@ def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
             raise ValueError(f"codec.level={start} is not a bundled level of '{name}' "
                              f"(levels: {', '.join(map(str, ladder))})")
         chosen = [Rung(n, BUNDLED, codec) for n, codec in ladder.items() if n >= start]
-    return chosen if floor is not None else chosen[:1]
+    return chosen if floor else chosen[:1]
 
 
 def decoding_codecs(cfg: DictConfig, storage: Storage) -> list[Codec]:

@@ -29,6 +29,7 @@ _DIMS = struct.Struct("<II")  # height, width
 HEADER_ALIGN = 16
 MAX_HEADER_BYTES = len(RECORD_MAGIC) + 2 + 255 + 8 + _DIMS.size + HEADER_ALIGN
 
+IDENTITY_SCORES = pa.map_(pa.string(), pa.float32())
 INDEX_SCHEMA = pa.schema([
     ("id", pa.string()), ("version", pa.int32()), ("source_uri", pa.string()), ("source_sha256", pa.string()),
     ("identity", pa.string()), ("split", pa.string()), ("shard", pa.int32()), ("offset", pa.int64()),
@@ -36,8 +37,10 @@ INDEX_SCHEMA = pa.schema([
     ("model", pa.string()), ("weights_hash", pa.string()), ("sha256", pa.string()), ("bpp", pa.float64()),
     ("payload_bytes", pa.int64()), ("archived_at", pa.timestamp("ms", tz="UTC")),
     # rung of the rate ladder (null: no ladder, or a lossless fallback); FaceNet cosine of the
-    # stored face to its original (null without an identity floor); lossless PNG instead of a codec
+    # stored face to its original (null without an identity floor judged by facenet); lossless PNG
+    # instead of a codec; each floor judge's measure of the stored face (dlib-resnet: distance, …)
     ("level", pa.int32()), ("identity_similarity", pa.float32()), ("lossless_fallback", pa.bool_()),
+    ("identity_scores", IDENTITY_SCORES),
 ])
 # A face no rung keeps above the identity floor is stored as PNG bytes under this codec name.
 LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH = "png", "0" * 16

@@ -16,9 +16,9 @@ from facezip.infra.ray_runtime import cluster_cpus, init_ray
 from facezip.infra.readers import open_reader
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.infra.tracking import start_run
-from facezip.models.facenet import load_facenet
 from facezip.models.loading import weights_to_bytes
 from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings, SkipRules
+from facezip.tasks.archive.floor import Floor, build_floor
 from facezip.tasks.archive.ladder import Rung, encoding_rungs
 from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, SUCCESS, committed_shards, json_bytes,
                                           read_index, read_json, stats_url)
@@ -36,8 +36,8 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
     storage = Storage.from_config(cfg.storage)
     settings = cfg.archive
     rungs = encoding_rungs(cfg, storage)  # bad settings and weights fail before Ray starts
-    judge = load_facenet(settings.facenet_weights, "cpu", storage) if settings.min_identity is not None else None
-    model = _model_summary(rungs, settings.min_identity)
+    floor = build_floor(settings, storage)
+    model = _model_summary(rungs, floor)
     reader = open_reader(src, storage)  # a finished detect output reads as its face crops
     remove_stale_temporaries(dest)
     _remove(join(dest, SUCCESS), storage)  # until this run succeeds, dest must not look complete
@@ -49,8 +49,8 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
                              int(settings.target_shard_mb * 2**20), progress=progress)
         encoder = EncoderSettings(
             rungs[0].codec.name, ray.put(tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)),
-            cfg.device, settings.batch_size, settings.max_image_pixels, settings.min_identity,
-            ray.put(judge) if judge is not None else None)
+            cfg.device, settings.batch_size, settings.max_image_pixels,
+            floor.thresholds if floor else None, ray.put(list(floor.judges)) if floor else None)
         with _preserve_order():
             # Small blocks (streaming, order kept) so every actor gets work even from one big Parquet file.
             inputs = reader.to_ray_dataset().repartition(target_num_rows_per_block=4 * settings.batch_size)
@@ -62,7 +62,7 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
             for batch in encoded.iter_batches(batch_format="pyarrow", batch_size=None):
                 writer.add(batch)
         writer.close()
-        summary = _summary(src, dest, incremental, writer, model, time.monotonic() - started)
+        summary = _summary(src, dest, incremental, writer, model, floor, time.monotonic() - started)
         manifest = join(dest, MANIFESTS, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}.json")
         summary["manifest"] = manifest
         storage.write_bytes_atomic(manifest, json_bytes({
@@ -75,10 +75,10 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
     return summary
 
 
-def _model_summary(rungs: list[Rung], min_identity: float | None) -> dict:
-    """The start rung (as before ladders: codec, model, weights_hash) and the whole ladder."""
+def _model_summary(rungs: list[Rung], floor: Floor | None) -> dict:
+    """The start rung (as before ladders: codec, model, weights_hash), the floor and the whole ladder."""
     return {"codec": rungs[0].codec.name, "model": rungs[0].model, "level": rungs[0].level,
-            "weights_hash": rungs[0].codec.weights_hash(), "min_identity": min_identity,
+            "weights_hash": rungs[0].codec.weights_hash(), "min_identity": floor.thresholds if floor else None,
             "ladder": [{"level": r.level, "model": r.model, "weights_hash": r.codec.weights_hash()} for r in rungs]}
 
 
@@ -109,7 +109,8 @@ def skip_rules(dest: str, storage: Storage, incremental: bool) -> tuple[SkipRule
     return rules, (shards[-1] + 1 if shards else 0)
 
 
-def _summary(src: str, dest: str, incremental: bool, writer: ShardWriter, model: dict, duration: float) -> dict:
+def _summary(src: str, dest: str, incremental: bool, writer: ShardWriter, model: dict, floor: Floor | None,
+             duration: float) -> dict:
     totals = writer.totals
     return {
         "stage": "archive", "src": src, "dest": dest, "incremental": incremental,
@@ -118,15 +119,18 @@ def _summary(src: str, dest: str, incremental: bool, writer: ShardWriter, model:
         "failures": dict(writer.failures), "shards_written": writer.written, "bytes": totals["bytes"],
         "code_bytes": totals["payload_bytes"], "duration_s": round(duration, 3),
         "images_per_s": round(totals["archived"] / duration, 2) if duration else 0.0, **model,
-        **writer.identity.summary(), "shards": join(dest, SHARDS), "index": join(dest, INDEX),
+        **writer.identity.summary(floor), "shards": join(dest, SHARDS), "index": join(dest, INDEX),
     }
 
 
 def _metrics(summary: dict) -> dict[str, float]:
     counts = ("archived", "skipped", "rejected", "bytes", "images_per_s", "duration_s", "raised_faces",
-              "lossless_fallbacks", "identity_similarity_mean", "identity_similarity_min")
+              "lossless_fallbacks")
     metrics = {k: float(summary[k]) for k in counts if summary[k] is not None}
     metrics.update({f"faces_level_{level}": float(n) for level, n in summary["faces_per_level"].items()})
+    metrics.update({f"raised_by.{judge}": float(n) for judge, n in summary["raised_by_judge"].items()})
+    for judge, stats in summary["identity"].items():
+        metrics.update({f"identity.{judge}.{stat}_{stats['measure']}": stats[stat] for stat in ("mean", "worst")})
     return metrics
 
 

@@ -26,7 +26,8 @@ from facezip.tasks.archive.layout import (INDEX_SCHEMA, index_url, json_bytes, p
                                           stats_url)
 
 # how each record was coded, as the encoder reports it (the rung can differ from record to record)
-_CODING_FIELDS = ("codec", "model", "weights_hash", "level", "identity_similarity", "lossless_fallback")
+_CODING_FIELDS = ("codec", "model", "weights_hash", "level", "identity_similarity", "lossless_fallback",
+                  "identity_scores")
 
 
 class ShardWriter:

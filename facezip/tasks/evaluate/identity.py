@@ -1,9 +1,10 @@
 """Does the decoded face still belong to the same person?
 
-Three measures on unit-length embeddings: cosine similarity to the original's embedding,
-LFW-style k-fold pair verification (the threshold of each fold is chosen on the other
-folds), and 1-nearest-neighbour identity matching against the other originals (the seed
-paper's protocol). Plus MTCNN re-run on decoded faces, and a cache of embeddings.
+Per judge (``facezip.models.recognizer``), in its own measure (cosine or distance): similarity
+of each decoded face to its original, LFW-style k-fold pair verification (the threshold of
+each fold is chosen on the other folds), and 1-nearest-neighbour identity matching against the
+other originals (the seed paper's protocol). Plus MTCNN re-run on decoded faces, and a cache of
+embeddings per judge.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facezip.infra.storage import Storage
+from facezip.infra.storage import Storage, join
 from facezip.models.face_detector import FaceDetector
+from facezip.models.recognizer import Recognizer, identity_key
 
 
 @dataclass
@@ -28,12 +30,6 @@ class Verification:
     std: float
     pairs: int
     folds: int
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two (N, D) matrices."""
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.sum(a * b, axis=1) / np.where(norms == 0, 1.0, norms)
 
 
 def best_threshold(similarity: np.ndarray, same: np.ndarray) -> float:
@@ -60,15 +56,15 @@ def kfold_verification(similarity: np.ndarray, same: np.ndarray, fold: np.ndarra
     return Verification(float(np.mean(accuracies)), float(np.std(accuracies)), len(similarity), len(folds))
 
 
-def nearest_neighbour_accuracy(probes: np.ndarray, gallery: np.ndarray, identities: Sequence[str | None]) -> tuple[float, int]:
-    """Row i of ``probes`` (a decoded face) matched to the most cosine-similar row of ``gallery``
-    (the originals) other than its own original; right when that face has the same identity.
-    Only faces whose identity has another face count. Returns (accuracy, faces counted)."""
+def nearest_neighbour_accuracy(scores: np.ndarray, identities: Sequence[str | None]) -> tuple[float, int]:
+    """``scores[i, j]``: how alike decoded face i is to original j (higher = more alike). Face i
+    is matched to the most alike original other than its own; right when that face has the same
+    identity. Only faces whose identity has another face count. Returns (accuracy, faces counted)."""
     counts = Counter(i for i in identities if i is not None)
     eligible = np.array([i is not None and counts[i] > 1 for i in identities])
     if not eligible.any():
         return math.nan, 0
-    similarity = probes @ gallery.T
+    similarity = np.array(scores, dtype=np.float64)
     np.fill_diagonal(similarity, -np.inf)
     labels = np.array(identities, dtype=object)
     matched = labels[np.argmax(similarity, axis=1)]
@@ -88,6 +84,22 @@ class FaceChecker:
         """One flag per image, 1.0 when a face of probability ≥ ``detect.min_probability`` is found."""
         return np.array([float(bool(faces) and faces[0].probability >= self.min_probability)
                          for faces in self.detector.detect(images)], dtype=np.float32)
+
+
+class Judging:
+    """One judge over one evaluation: its recognizer, embeddings cached by image content."""
+
+    def __init__(self, judge: Recognizer, storage: Storage, cache_dir: str, batch_size: int) -> None:
+        self.judge, self.batch_size = judge, batch_size
+        self.cache = VectorCache(storage, join(cache_dir, f"embeddings-{judge.identity}.npz"))
+
+    @property
+    def column(self) -> str:
+        """The per-face column: this judge's measure of the decoded face against its original."""
+        return identity_key(self.judge.name, self.judge.measure)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return self.cache.lookup(images, lambda missing: self.judge.embed(missing, self.batch_size))
 
 
 class VectorCache:

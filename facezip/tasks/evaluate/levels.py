@@ -1,7 +1,7 @@
 """Running every face through one codec level and measuring what came out.
 
 Per face: a row of rate, quality and identity metrics (or a failure row with its reason).
-Per level: mean / max / min of each metric plus the level-wide identity measures.
+Per level: mean / max / min of each metric plus, per judge, the identity measures.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from tqdm import tqdm
 
 from facezip.tasks.evaluate.codecs import Coded, Level
 from facezip.tasks.evaluate.data import FaceSet, pair_keys
-from facezip.tasks.evaluate.identity import cosine_rows, kfold_verification, nearest_neighbour_accuracy
+from facezip.models.recognizer import identity_key
+from facezip.tasks.evaluate.identity import Judging, kfold_verification, nearest_neighbour_accuracy
 from facezip.tasks.evaluate.metrics import QUALITY_METRICS, quality_metrics, rate_metrics, summarize
 
-SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS, "cosine")
+SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS)
+WORST_SHARE = 5  # percent: "worst 5 %" is the 5th percentile of a cosine, the 95th of a distance
 
-Embed = Callable[[list[np.ndarray]], np.ndarray]  # faces → (N, D) unit rows
 FindFaces = Callable[[list[np.ndarray]], np.ndarray]  # faces → (N,) 1.0 where MTCNN finds a face
 
 
@@ -28,15 +29,15 @@ FindFaces = Callable[[list[np.ndarray]], np.ndarray]  # faces → (N,) 1.0 where
 class LevelResult:
     level: Level
     rows: list[dict]  # one per input face, in input order
-    embeddings: np.ndarray  # (N, D); NaN rows where the face failed
+    embeddings: dict[str, np.ndarray]  # judge → (N, D); NaN rows where the face failed
     samples: list[Coded | None] = field(default_factory=list)  # the first faces, for the sample grid
 
 
-def evaluate_level(level: Level, faceset: FaceSet, originals: np.ndarray, embed: Embed,
+def evaluate_level(level: Level, faceset: FaceSet, judges: list[Judging], originals: dict[str, np.ndarray],
                    find_faces: FindFaces | None, batch_size: int, n_samples: int) -> LevelResult:
     faces = faceset.faces
     rows: list[dict] = [_failure(level, face, face.error) for face in faces]
-    embeddings = np.full_like(originals, np.nan)
+    embeddings = {name: np.full_like(vectors, np.nan) for name, vectors in originals.items()}
     readable = [i for i, face in enumerate(faces) if face.rgb is not None]
     sample_slot = {face_index: slot for slot, face_index in enumerate(readable[:n_samples])}
     samples: list[Coded | None] = [None] * len(sample_slot)
@@ -50,18 +51,19 @@ def evaluate_level(level: Level, faceset: FaceSet, originals: np.ndarray, embed:
                 if isinstance(outcome, str):
                     rows[i] = _failure(level, faces[i], outcome)
                     continue
-                rows[i] = _measure(level, faces[i], outcome)
+                rows[i] = _measure(level, faces[i], outcome, judges)
                 coded.append((i, outcome))
                 if i in sample_slot:
                     samples[sample_slot[i]] = outcome
             if coded:
-                _judge(coded, rows, embeddings, originals, embed, find_faces)
+                _judge(coded, rows, judges, embeddings, originals, find_faces)
             bar.update(len(chunk))
     return LevelResult(level, rows, embeddings, samples)
 
 
-def summarize_level(result: LevelResult, faceset: FaceSet, originals: np.ndarray) -> dict:
-    """The level's row of the tables: counts, mean/max/min of each metric, identity measures."""
+def summarize_level(result: LevelResult, faceset: FaceSet, judges: list[Judging],
+                    originals: dict[str, np.ndarray]) -> dict:
+    """The level's row of the tables: counts, mean/max/min of each metric, each judge's identity measures."""
     level, rows = result.level, result.rows
     ok = [row for row in rows if row["status"] == "ok"]
     encode_ms, decode_ms = level.timing.per_image_ms()
@@ -74,44 +76,74 @@ def summarize_level(result: LevelResult, faceset: FaceSet, originals: np.ndarray
             summary[f"{metric}_{stat}"] = value
     checked = [row["face_found"] for row in ok if not math.isnan(row["face_found"])]
     summary["faces_not_detected"] = int(sum(1 for found in checked if not found)) if checked else None
-    summary.update(_verification(result.embeddings, faceset))
     ok_index = [i for i, row in enumerate(rows) if row["status"] == "ok"]
-    accuracy, counted = nearest_neighbour_accuracy(
-        result.embeddings[ok_index], originals[ok_index], [faceset.faces[i].identity for i in ok_index])
-    summary.update({"nn_accuracy": accuracy, "nn_faces": counted})
+    for judging in judges:
+        summary.update(_judge_summary(judging, result, faceset, originals, ok_index))
+    summary.update(_pair_counts(next(iter(result.embeddings.values())), faceset))
     return summary
 
 
-def _verification(embeddings: np.ndarray, faceset: FaceSet) -> dict:
+def _judge_summary(judging: Judging, result: LevelResult, faceset: FaceSet, originals: dict[str, np.ndarray],
+                   ok_index: list[int]) -> dict:
+    """One judge's columns: mean and worst 5 % of its measure, verification and 1-NN accuracy."""
+    judge, name = judging.judge, judging.judge.name
+    values = np.array([row[judging.column] for row in result.rows if row["status"] == "ok"], dtype=np.float64)
+    values = values[~np.isnan(values)]
+    worst_percentile = WORST_SHARE if judge.higher_is_better else 100 - WORST_SHARE
+    decoded, original = result.embeddings[name], originals[name]
+    nn, counted = nearest_neighbour_accuracy(judge.pairwise_scores(decoded[ok_index], original[ok_index]),
+                                             [faceset.faces[i].identity for i in ok_index])
+    verification = _verification(judge, decoded, faceset)
+    return {identity_key(name, f"mean_{judge.measure}"): float(values.mean()) if len(values) else math.nan,
+            identity_key(name, f"worst5_{judge.measure}"):
+                float(np.percentile(values, worst_percentile)) if len(values) else math.nan,
+            identity_key(name, "verification_accuracy"): verification.accuracy,
+            identity_key(name, "verification_std"): verification.std,
+            identity_key(name, "nn_accuracy"): nn, "nn_faces": counted}
+
+
+def _usable_pairs(embeddings: np.ndarray, faceset: FaceSet) -> list:
+    position = pair_keys(faceset.faces)
+    return [p for p in faceset.pairs if not (np.isnan(embeddings[position[p.id1]]).any()
+                                            or np.isnan(embeddings[position[p.id2]]).any())]
+
+
+def _verification(judge, embeddings: np.ndarray, faceset: FaceSet):
     """k-fold pair verification on decoded faces; pairs with a failed face are left out."""
     position = pair_keys(faceset.faces)
-    usable = [p for p in faceset.pairs if not (np.isnan(embeddings[position[p.id1]]).any()
-                                              or np.isnan(embeddings[position[p.id2]]).any())]
+    usable = _usable_pairs(embeddings, faceset)
     a = embeddings[[position[p.id1] for p in usable]]
     b = embeddings[[position[p.id2] for p in usable]]
-    result = kfold_verification(cosine_rows(a, b), np.array([p.same for p in usable], dtype=bool),
-                                np.array([p.fold for p in usable]))
-    return {"verification_accuracy": result.accuracy, "verification_std": result.std,
-            "verification_pairs": result.pairs, "verification_folds": result.folds,
+    return kfold_verification(judge.score(judge.compare(a, b)), np.array([p.same for p in usable], dtype=bool),
+                              np.array([p.fold for p in usable]))
+
+
+def _pair_counts(embeddings: np.ndarray, faceset: FaceSet) -> dict:
+    usable = _usable_pairs(embeddings, faceset)
+    return {"verification_pairs": len(usable), "verification_folds": len({p.fold for p in usable}),
             "pairs_skipped": len(faceset.pairs) - len(usable)}
 
 
-def _judge(coded: list[tuple[int, Coded]], rows: list[dict], embeddings: np.ndarray, originals: np.ndarray,
-           embed: Embed, find_faces: FindFaces | None) -> None:
+def _judge(coded: list[tuple[int, Coded]], rows: list[dict], judges: list[Judging],
+           embeddings: dict[str, np.ndarray], originals: dict[str, np.ndarray], find_faces: FindFaces | None) -> None:
     indices = [i for i, _ in coded]
     decoded = [outcome.decoded for _, outcome in coded]
-    embeddings[indices] = embed(decoded)
-    similarity = cosine_rows(embeddings[indices], originals[indices])
+    for judging in judges:
+        name = judging.judge.name
+        embeddings[name][indices] = judging.embed(decoded)
+        for i, value in zip(indices, judging.judge.compare(embeddings[name][indices], originals[name][indices])):
+            rows[i][judging.column] = float(value)
     found = find_faces(decoded) if find_faces else np.full(len(indices), np.nan)
-    for i, cosine, face_found in zip(indices, similarity, found):
-        rows[i].update(cosine=float(cosine), face_found=float(face_found))
+    for i, face_found in zip(indices, found):
+        rows[i]["face_found"] = float(face_found)
 
 
-def _measure(level: Level, face, coded: Coded) -> dict:
+def _measure(level: Level, face, coded: Coded, judges: list[Judging]) -> dict:
     height, width = face.rgb.shape[:2]
     return {**_base(level, face), "status": "ok", "error": "", "height": height, "width": width,
             **rate_metrics(coded.n_bytes, height, width, face.source_bytes),
-            **quality_metrics(face.rgb, coded.decoded), "cosine": math.nan, "face_found": math.nan}
+            **quality_metrics(face.rgb, coded.decoded), **{j.column: math.nan for j in judges},
+            "face_found": math.nan}
 
 
 def _failure(level: Level, face, error: str | None) -> dict:

@@ -9,33 +9,56 @@ import json
 import math
 from collections.abc import Sequence
 
+from facezip.models.recognizer import Recognizer, headline_judge, identity_key
 from facezip.tasks.evaluate.bdrate import bd_quality, bd_rate
 from facezip.tasks.evaluate.codecs import REFERENCE
 
 ROW_COLUMNS = ("label", "codec", "setting", "key", "identity", "source", "status", "error", "height", "width",
-               "bytes", "bpp", "ratio_raw", "ratio_source", "psnr", "ms_ssim", "ssim", "l1", "l2", "cosine",
-               "face_found")
-# BD metric name → the level-summary column holding its quality value
-BD_COLUMNS = {"psnr": "psnr_mean", "ms_ssim": "ms_ssim_mean", "ssim": "ssim_mean", "cosine": "cosine_mean"}
+               "bytes", "bpp", "ratio_raw", "ratio_source", "psnr", "ms_ssim", "ssim", "l1", "l2")
+# BD metric name → the level-summary column holding its quality value; "identity" and
+# "verification" expand to one column per judge
+BD_COLUMNS = {"psnr": "psnr_mean", "ms_ssim": "ms_ssim_mean", "ssim": "ssim_mean"}
+BD_METRICS = (*BD_COLUMNS, "identity", "verification")
 
 
-def accuracy_column(has_pairs: bool) -> str:
-    return "verification_accuracy" if has_pairs else "nn_accuracy"
+def row_columns(judges: Sequence[Recognizer]) -> list[str]:
+    return [*ROW_COLUMNS, *(identity_key(j.name, j.measure) for j in judges), "face_found"]
+
+
+def accuracy_column(judge: Recognizer, has_pairs: bool) -> str:
+    """Verification accuracy over pairs, or 1-NN identity accuracy where the data has no pairs."""
+    return identity_key(judge.name, "verification_accuracy" if has_pairs else "nn_accuracy")
+
+
+def bd_columns(metrics: Sequence[str], judges: Sequence[Recognizer], has_pairs: bool) -> list[tuple[str, int]]:
+    """(summary column, sign) per BD curve: a distance (lower = better) is negated, as BD needs a
+    quality that grows with rate."""
+    unknown = [m for m in metrics if m not in BD_METRICS]
+    if unknown:
+        raise ValueError(f"evaluate.bd_metrics: unknown metric(s) {unknown} (use {', '.join(BD_METRICS)})")
+    columns = []
+    for metric in metrics:
+        if metric in BD_COLUMNS:
+            columns.append((BD_COLUMNS[metric], 1))
+        for judge in judges:
+            sign = 1 if judge.higher_is_better else -1
+            if metric == "identity":
+                columns.append((identity_key(judge.name, f"mean_{judge.measure}"), sign))
+            elif metric == "verification":
+                columns.append((accuracy_column(judge, has_pairs), 1))
+    return columns
 
 
 def bjontegaard(summaries: Sequence[dict], anchors: Sequence[str], metrics: Sequence[str],
-                has_pairs: bool) -> list[dict]:
+                judges: Sequence[Recognizer], has_pairs: bool) -> list[dict]:
     """BD-rate and BD-quality of every codec curve against each anchor, one row per (codec, anchor,
-    metric). An anchor that was not measured in the run gives no rows (``missing_anchors``)."""
-    columns = {**BD_COLUMNS, "accuracy": accuracy_column(has_pairs)}
-    unknown = [m for m in metrics if m not in columns]
-    if unknown:
-        raise ValueError(f"evaluate.bd_metrics: unknown metric(s) {unknown} (use {', '.join(columns)})")
+    metric column). An anchor that was not measured in the run gives no rows (``missing_anchors``)."""
+    columns = bd_columns(metrics, judges, has_pairs)
     curves = _curves(summaries)
-    return [_bd_row(codec, levels, anchor, curves[anchor], metric, columns[metric])
+    return [_bd_row(codec, levels, anchor, curves[anchor], column, sign)
             for anchor in anchors if anchor in curves
             for codec, levels in curves.items() if codec not in (anchor, REFERENCE)
-            for metric in metrics]
+            for column, sign in columns]
 
 
 def missing_anchors(summaries: Sequence[dict], anchors: Sequence[str]) -> list[str]:
@@ -43,14 +66,17 @@ def missing_anchors(summaries: Sequence[dict], anchors: Sequence[str]) -> list[s
     return [anchor for anchor in anchors if anchor not in curves]
 
 
-def _bd_row(codec: str, levels: list[dict], anchor: str, anchor_levels: list[dict], metric: str,
-            column: str) -> dict:
+def _bd_row(codec: str, levels: list[dict], anchor: str, anchor_levels: list[dict], column: str,
+            sign: int) -> dict:
+    """``sign`` −1: the column is a distance, integrated negated; BD-quality is given back in the
+    column's own units (a negative distance difference = closer to the original)."""
+    metric = column.removesuffix("_mean")
     row = {"codec": codec, "anchor": anchor, "metric": metric, "points": len(levels),
            "bd_rate_percent": math.nan, "bd_quality": math.nan, "note": ""}
     try:
-        args = ([s["bpp_mean"] for s in anchor_levels], [s[column] for s in anchor_levels],
-                [s["bpp_mean"] for s in levels], [s[column] for s in levels])
-        row.update(bd_rate_percent=bd_rate(*args), bd_quality=bd_quality(*args))
+        args = ([s["bpp_mean"] for s in anchor_levels], [sign * s[column] for s in anchor_levels],
+                [s["bpp_mean"] for s in levels], [sign * s[column] for s in levels])
+        row.update(bd_rate_percent=bd_rate(*args), bd_quality=sign * bd_quality(*args))
     except ValueError as exc:
         row["note"] = str(exc)
     if not row["note"] and math.isnan(row["bd_rate_percent"]):
@@ -92,9 +118,9 @@ def json_safe(data):
     return data
 
 
-def markdown(summaries: Sequence[dict], bd_rows: Sequence[dict], judge: str, has_pairs: bool,
+def markdown(summaries: Sequence[dict], bd_rows: Sequence[dict], judges: Sequence[Recognizer], has_pairs: bool,
              notes: Sequence[str]) -> str:
-    return (_front(summaries, bd_rows, judge, has_pairs, notes)
+    return (_front(summaries, bd_rows, judges, has_pairs, notes)
             + f"\n## Table 5: speed (ms per image, batched as each codec is used; ×JPEG = vs the mean over "
               f"the JPEG qualities of this run)\n\n{speed_table(summaries)}\n")
 
@@ -112,7 +138,7 @@ def _ratio(value: float, base: float) -> str:
     return _fmt(value / base, 1) + "×" if base > 0 and math.isfinite(value) else "–"
 
 
-def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judge: str, has_pairs: bool,
+def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judges: Sequence[Recognizer], has_pairs: bool,
            notes: Sequence[str]) -> str:
     stats = ("mean", "max", "min")
     table1 = _table(
@@ -125,26 +151,56 @@ def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judge: str, has_p
     table2 = _table(["Codec", "Level", *(f"{title} {s}" for _, title, _ in quality for s in stats)],
                     [[s["codec"], s["setting"], *(v for key, _, d in quality for v in _stats(s, key, d))]
                      for s in summaries])
-    accuracy = "Verification acc (k-fold pairs)" if has_pairs else "Verification acc (no pairs)"
-    table3 = _table(
-        ["Codec", "Level", "bpp", "Cosine mean", "Cosine min", accuracy, "1-NN identity acc", "Faces not detected"],
-        [[s["codec"], s["setting"], _fmt(s["bpp_mean"], 3), _fmt(s["cosine_mean"], 4), _fmt(s["cosine_min"], 4),
-          _accuracy(s), f"{_fmt(s['nn_accuracy'], 4)} ({s['nn_faces']} faces)", _not_detected(s)]
-         for s in summaries])
+    identity = "".join(f"\n## Table 3{'abcdefgh'[i]}: identity judged by {judge.name}{_judge_role(judge)}\n\n"
+                       f"{_identity_table(summaries, judge, has_pairs)}\n" for i, judge in enumerate(judges))
     table4 = _table(["Codec", "vs", "Quality metric", "Points", "BD-rate (%)", "BD-quality", "Note"],
                     [[r["codec"], r["anchor"], r["metric"], str(r["points"]), _fmt(r["bd_rate_percent"], 2),
                       _fmt(r["bd_quality"], 4), r["note"]] for r in bd_rows])
-    header = "\n".join(f"- {note}" for note in [f"identity judge: {judge}", *notes])
+    header = "\n".join(f"- {note}" for note in [*_judge_notes(judges), *notes])
     return (f"# facezip evaluation\n\n{header}\n\n## Table 1: compression (per image)\n\n{table1}\n"
-            f"\n## Table 2: quality (per image; L1/L2 on pixels in [0, 1])\n\n{table2}\n"
-            f"\n## Table 3: identity (judge: {judge})\n\n{table3}\n"
-            f"\n## Table 4: Bjøntegaard deltas (rate = mean bpp; negative BD-rate = fewer bits)\n\n{table4}\n")
+            f"\n## Table 2: quality (per image; L1/L2 on pixels in [0, 1])\n\n{table2}\n{identity}"
+            f"\n## Table 4: Bjøntegaard deltas (rate = mean bpp; negative BD-rate = fewer bits; identity metrics "
+            f"name their judge)\n\n{table4}\n")
 
 
-def _accuracy(summary: dict) -> str:
+def _judge_role(judge: Recognizer) -> str:
+    return " (the network facezip's identity loss trains against)" if judge.trained_against else " (independent)"
+
+
+def _judge_notes(judges: Sequence[Recognizer]) -> list[str]:
+    lines = [f"identity judge {j.name}: {j.description}; {_direction(j)}" for j in judges]
+    headline = headline_judge(judges)
+    lines.append(f"headline identity numbers: {headline.name}" + (
+        "" if headline.trained_against else " — no facezip codec trains against it; a codec can learn to please "
+                                            "the network its loss uses, so that network's numbers flatter it"))
+    unaligned = [f"{j.name} had no usable landmarks in {j.unaligned} crops it embedded (the whole crop was used)"
+                 for j in judges if getattr(j, "unaligned", 0)]
+    return lines + unaligned
+
+
+def _direction(judge: Recognizer) -> str:
+    threshold = (f", same person {'≥' if judge.higher_is_better else '<'} {judge.same_person_threshold}"
+                 if judge.same_person_threshold is not None else "")
+    return f"{judge.measure} to the original, {'higher' if judge.higher_is_better else 'lower'} is better{threshold}"
+
+
+def _identity_table(summaries: Sequence[dict], judge: Recognizer, has_pairs: bool) -> str:
+    measure, name = judge.measure, judge.name
+    accuracy = "Verification acc (k-fold pairs)" if has_pairs else "Verification acc (no pairs)"
+    return _table(
+        ["Codec", "Level", "bpp", f"{name} {measure} mean", f"{name} {measure} worst 5 %", f"{name} {accuracy}",
+         f"{name} 1-NN identity acc", "Faces not detected (MTCNN)"],
+        [[s["codec"], s["setting"], _fmt(s["bpp_mean"], 3), _fmt(s[identity_key(name, f"mean_{measure}")], 4),
+          _fmt(s[identity_key(name, f"worst5_{measure}")], 4), _accuracy(s, name),
+          f"{_fmt(s[identity_key(name, 'nn_accuracy')], 4)} ({s['nn_faces']} faces)", _not_detected(s)]
+         for s in summaries])
+
+
+def _accuracy(summary: dict, judge: str) -> str:
     if not summary["verification_pairs"]:
         return "–"
-    return (f"{_fmt(summary['verification_accuracy'], 4)} ± {_fmt(summary['verification_std'], 4)} "
+    return (f"{_fmt(summary[identity_key(judge, 'verification_accuracy')], 4)} "
+            f"± {_fmt(summary[identity_key(judge, 'verification_std')], 4)} "
             f"({summary['verification_pairs']} pairs, {summary['verification_folds']} folds)")
 
 

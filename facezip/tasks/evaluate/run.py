@@ -20,14 +20,14 @@ from omegaconf import DictConfig
 from facezip.infra.device import resolve_device
 from facezip.infra.storage import Storage, join
 from facezip.infra.tracking import start_run
-from facezip.models.recognizer import load_recognizer
+from facezip.models.recognizer import Recognizer, RecognizerOptions, headline_judge, identity_key, load_recognizers
 from facezip.tasks.evaluate.codecs import build_levels
 from facezip.tasks.evaluate.data import FaceSet, load_faces
-from facezip.tasks.evaluate.identity import FaceChecker, VectorCache
+from facezip.tasks.evaluate.identity import FaceChecker, Judging, VectorCache
 from facezip.tasks.evaluate.levels import LevelResult, evaluate_level, summarize_level
 from facezip.tasks.evaluate.plots import rate_curve, sample_grid
-from facezip.tasks.evaluate.report import (ROW_COLUMNS, accuracy_column, bjontegaard, json_safe, markdown,
-                                           missing_anchors, rows_csv, to_json)
+from facezip.tasks.evaluate.report import (accuracy_column, bjontegaard, json_safe, markdown, missing_anchors,
+                                           row_columns, rows_csv, to_json)
 
 log = logging.getLogger(__name__)
 SUCCESS = "_SUCCESS.json"
@@ -41,48 +41,63 @@ def run_evaluate(cfg: DictConfig, data: str, dest: str) -> dict:
     device = resolve_device(cfg.device)
     faceset = load_faces(data, storage, ecfg)
     levels = build_levels(cfg, storage, device)
-    judge = load_recognizer(ecfg.recognizer, ecfg.facenet_weights, device, storage,
-                            ecfg.recognizer_input_size, ecfg.recognizer_normalization)
+    judges = load_judges(ecfg, device, storage)
     cache_dir = ecfg.cache_dir or join(dest, "cache")
-    embeddings = VectorCache(storage, join(cache_dir, f"embeddings-{judge.identity}.npz"))
+    judging = [Judging(judge, storage, cache_dir, ecfg.batch_size) for judge in judges]
     checker = FaceChecker(cfg.detect, device) if ecfg.detect_faces else None
     detections = VectorCache(storage, join(cache_dir, f"faces-{checker.identity}.npz")) if checker else None
-
-    def embed(images):
-        return embeddings.lookup(images, lambda missing: judge.embed(missing, ecfg.batch_size))
 
     def find_faces(images):
         return detections.lookup(images, lambda missing: checker.found(missing)[:, None])[:, 0]
 
-    log.info("evaluate: %d faces (%d unreadable), %d pairs, %d levels, judge %s", len(faceset.faces),
-             sum(face.rgb is None for face in faceset.faces), len(faceset.pairs), len(levels), judge.description)
-    with start_run(cfg, "evaluate", tags={"facezip.stage": "evaluate", "evaluate.judge": judge.description}) as run:
-        originals = _embed_originals(faceset, embed)
+    log.info("evaluate: %d faces (%d unreadable), %d pairs, %d levels, judges %s", len(faceset.faces),
+             sum(face.rgb is None for face in faceset.faces), len(faceset.pairs), len(levels),
+             ", ".join(judge.name for judge in judges))
+    tags = {"facezip.stage": "evaluate", "evaluate.headline_judge": headline_judge(judges).name,
+            **{f"evaluate.judge.{judge.name}": judge.description for judge in judges}}
+    with start_run(cfg, "evaluate", tags=tags) as run:
+        originals = {j.judge.name: _embed_originals(faceset, j.embed) for j in judging}
         results = []
         for level in levels:
-            results.append(evaluate_level(level, faceset, originals, embed, find_faces if checker else None,
+            results.append(evaluate_level(level, faceset, judging, originals, find_faces if checker else None,
                                           ecfg.batch_size, ecfg.samples))
-            for cache in (embeddings, detections):  # keep the work of finished levels if a later one fails
+            for cache in (*(j.cache for j in judging), detections):  # keep finished levels' work if one fails
                 if cache:
                     cache.save()
-        summaries = [summarize_level(result, faceset, originals) for result in results]
-        bd_rows = bjontegaard(summaries, list(ecfg.bd_anchors), list(ecfg.bd_metrics), bool(faceset.pairs))
+        summaries = [summarize_level(result, faceset, judging, originals) for result in results]
+        bd_rows = bjontegaard(summaries, list(ecfg.bd_anchors), list(ecfg.bd_metrics), judges, bool(faceset.pairs))
         faceset.notes += [f"no BD-rate against {anchor}: it was not measured in this run (evaluate.baselines)"
                           for anchor in missing_anchors(summaries, list(ecfg.bd_anchors))]
-        files = _render(faceset, results, summaries, bd_rows, judge.description)
+        files = _render(faceset, results, summaries, bd_rows, judges)
         outputs = {name: join(dest, name) for name in files}
         for name, content in files.items():
             storage.write_bytes_atomic(outputs[name], content)
         if run:
             _log_to_mlflow(summaries, files)
     summary = json_safe({
-        "stage": "evaluate", "data": data, "dest": dest, "judge": judge.description,
+        "stage": "evaluate", "data": data, "dest": dest, "judges": [_judge_summary(judge) for judge in judges],
+        "headline_judge": headline_judge(judges).name,
         "images": len(faceset.faces), "unreadable_inputs": sum(face.rgb is None for face in faceset.faces),
         "pairs": len(faceset.pairs), "folds": faceset.folds, "notes": faceset.notes,
         "levels": summaries, "bjontegaard": bd_rows, "outputs": outputs,
         "mlflow_run_id": run.info.run_id if run else None})
     storage.write_bytes_atomic(join(dest, SUCCESS), to_json(summary))
     return summary
+
+
+def load_judges(ecfg, device, storage) -> list[Recognizer]:
+    """``evaluate.judges``: registered judges or embedding-network files, at least one."""
+    if not ecfg.judges:
+        raise ValueError("evaluate.judges is empty: name at least one identity judge (e.g. [dlib-resnet, facenet])")
+    options = RecognizerOptions(ecfg.facenet_weights, str(device), storage, ecfg.recognizer_input_size,
+                                ecfg.recognizer_normalization)
+    return load_recognizers(list(ecfg.judges), options)
+
+
+def _judge_summary(judge: Recognizer) -> dict:
+    return {"name": judge.name, "description": judge.description, "measure": judge.measure,
+            "higher_is_better": judge.higher_is_better, "trained_against": judge.trained_against,
+            "unaligned_faces": getattr(judge, "unaligned", None)}
 
 
 def _embed_originals(faceset: FaceSet, embed) -> np.ndarray:
@@ -97,21 +112,26 @@ def _embed_originals(faceset: FaceSet, embed) -> np.ndarray:
 
 
 def _render(faceset: FaceSet, results: list[LevelResult], summaries: list[dict], bd_rows: list[dict],
-            judge: str) -> dict[str, bytes]:
+            judges: list[Recognizer]) -> dict[str, bytes]:
     has_pairs = bool(faceset.pairs)
     rows = [row for result in results for row in result.rows]
     files = {
-        "rows.csv": rows_csv(rows, ROW_COLUMNS), "rows.json": to_json(rows),
+        "rows.csv": rows_csv(rows, row_columns(judges)), "rows.json": to_json(rows),
         "summary.csv": rows_csv(summaries, list(summaries[0])), "summary.json": to_json(summaries),
         "bjontegaard.csv": rows_csv(bd_rows, ["codec", "anchor", "metric", "points", "bd_rate_percent",
                                               "bd_quality", "note"]),
-        "report.md": markdown(summaries, bd_rows, judge, has_pairs, faceset.notes).encode(),
+        "report.md": markdown(summaries, bd_rows, judges, has_pairs, faceset.notes).encode(),
         "rate_psnr.png": rate_curve(summaries, "psnr_mean", "PSNR (dB)"),
         "rate_ms_ssim.png": rate_curve(summaries, "ms_ssim_mean", "MS-SSIM"),
-        "rate_cosine.png": rate_curve(summaries, "cosine_mean", "cosine to the original", judge),
-        "rate_accuracy.png": rate_curve(summaries, accuracy_column(has_pairs),
-                                        "verification accuracy" if has_pairs else "1-NN identity accuracy", judge),
     }
+    for judge in judges:
+        better = "higher" if judge.higher_is_better else "lower"
+        files[f"rate_identity_{judge.name}.png"] = rate_curve(
+            summaries, identity_key(judge.name, f"mean_{judge.measure}"),
+            f"{judge.measure} to the original ({better} is better)", judge.name)
+        files[f"rate_verification_{judge.name}.png"] = rate_curve(
+            summaries, accuracy_column(judge, has_pairs),
+            "verification accuracy" if has_pairs else "1-NN identity accuracy", judge.name)
     readable = [face.rgb for face in faceset.faces if face.rgb is not None]
     grid = sample_grid(readable[: len(results[0].samples)], results)
     if grid:

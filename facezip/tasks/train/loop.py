@@ -25,6 +25,7 @@ from torch import nn
 from facezip.models.coding import encode_images, to_uint8
 from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, psnr, with_rate
+from facezip.models.recognizer import Recognizer, RecognizerOptions, identity_key, load_recognizers
 from facezip.models.registry import Codec, create_codec
 from facezip.tasks.train.data import BatchMaker
 from facezip.tasks.train.tracking import RunLogger
@@ -56,7 +57,8 @@ def train_loop(config: dict[str, Any]) -> None:
     start_epoch, step = restore(codec, optimizers)
     model = _prepare_model(codec)
     batches = BatchMaker(phase, int(tcfg.crop_size), int(tcfg.max_image_pixels))
-    validator = _Validator(batches, loss_fn, device, config["mlflow"], step) if rank == 0 else None
+    validator = _Validator(batches, loss_fn, val_judges(phase, tcfg), device, config["mlflow"], step) \
+        if rank == 0 else None
     if validator and start_epoch == 0:
         validator.run(codec, epoch=0, step=0)  # the untrained baseline, so the curve has a start
 
@@ -106,6 +108,13 @@ def make_loss(phase: str, tcfg: Any, device: torch.device) -> nn.Module:
         return PretrainLoss(tcfg.pretrain.l1_weight, tcfg.pretrain.ms_ssim_weight, tcfg.lmbda)
     facenet = load_facenet(tcfg.finetune.facenet_weights, device)
     return FaceNetLoss(facenet, tcfg.finetune.pixel_weight, tcfg.finetune.facenet_weight, tcfg.lmbda).to(device)
+
+
+def val_judges(phase: str, tcfg: Any) -> list[Recognizer]:
+    """The judges validation reports on face crops (finetune), never part of the loss."""
+    if phase == "pretrain":
+        return []
+    return load_recognizers(list(tcfg.finetune.val_judges), RecognizerOptions(tcfg.finetune.facenet_weights))
 
 
 def make_optimizers(codec: Codec, phase: str, tcfg: Any) -> list[torch.optim.Optimizer]:
@@ -213,15 +222,15 @@ def train_step(model: nn.Module, codec: Codec, loss_fn: nn.Module, optimizers: l
 class _Validator:
     """Rank 0: metrics on a fixed validation batch set, a reconstruction grid, MLflow logging."""
 
-    def __init__(self, batches: BatchMaker, loss_fn: nn.Module, device: torch.device, mlflow_target: dict | None,
-                 step: int) -> None:
+    def __init__(self, batches: BatchMaker, loss_fn: nn.Module, judges: list[Recognizer], device: torch.device,
+                 mlflow_target: dict | None, step: int) -> None:
         cfg_rows = ray.train.get_dataset_shard("val")
         self.images, self.boxes = [], []
         for batch in cfg_rows.iter_batches(batch_size=8, batch_format="numpy"):
             images, boxes = batches(batch, training=False)
             self.images.append(images)
             self.boxes.append(boxes)
-        self.loss_fn, self.device = loss_fn, device
+        self.loss_fn, self.judges, self.device = loss_fn, judges, device
         self.logger = RunLogger(mlflow_target["uri"], mlflow_target["run_id"]) if mlflow_target else None
         self.last_time, self.last_step = time.monotonic(), step
 
@@ -243,6 +252,7 @@ class _Validator:
         codec.eval()  # deterministic binarization: the same val batch gives the same loss
         sums: dict[str, float] = {}
         count, bits, pixels = 0, 0, 0
+        originals, decoded = [], []
         coder = copy.deepcopy(codec)  # fresh entropy tables without touching the buffers DDP keeps in sync
         coder.refresh_entropy_model()
         for images, boxes in zip(self.images, self.boxes):
@@ -253,6 +263,8 @@ class _Validator:
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value * len(x)
             uint8 = to_uint8(images)
+            originals += list(uint8)
+            decoded += list(to_uint8(x_hat.cpu()))
             bits += sum(8 * len(fz) for fz in encode_images(coder, list(uint8)))
             pixels += images.shape[0] * images.shape[2] * images.shape[3]
             count += len(x)
@@ -260,6 +272,9 @@ class _Validator:
         metrics["val_bpp"] = bits / pixels  # real .fz files (codes + xz + header), not an estimate
         if "val_facenet_l2" in metrics:  # unit embeddings: squared distance = 2 − 2·cos
             metrics["val_facenet_cosine"] = 1.0 - metrics["val_facenet_l2"] / 2.0
+        for judge in self.judges:  # does what the loss's FaceNet keeps carry over to other recognizers?
+            values = judge.compare(judge.embed(originals), judge.embed(decoded))
+            metrics[f"val_{identity_key(judge.name, f'mean_{judge.measure}')}"] = float(values.mean())
         if self.logger:
             self.logger.metrics(metrics, step)
             originals = self.images[0][:GRID_IMAGES]
