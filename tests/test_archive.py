@@ -77,7 +77,7 @@ def test_round_trip_local_restores_the_pixels_of_a_direct_decode(archived, crops
         assert [o for o, _ in spans] == list(np.cumsum([0] + [n for _, n in spans[:-1]]))
         assert sum(n for _, n in spans) == (dest / "shards" / f"{shard:05d}.xz").stat().st_size
 
-    results = restore_records(codec, str(dest), None, str(tmp_path / "out"), Storage(), progress=False)
+    results = restore_records(codec, str(dest), None, str(tmp_path / "out"), Storage(), progress=False).results
     assert all(r.error is None for r in results) and len(results) == 40
     for path in crops.glob("*.png"):
         restored = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png"))

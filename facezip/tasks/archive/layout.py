@@ -111,20 +111,6 @@ def committed_shards(root: str, storage: Storage) -> list[int]:
     return sorted(int(n[: -len(".parquet")]) for n in names if n.endswith(".parquet") and n[:-8].isdigit())
 
 
-def read_index(root: str, storage: Storage) -> pa.Table:
-    """Every committed index row, in shard then offset order."""
-    parts = [read_index_part(root, shard, storage) for shard in committed_shards(root, storage)]
-    return pa.concat_tables(parts) if parts else INDEX_SCHEMA.empty_table()
-
-
-def read_index_part(root: str, shard: int, storage: Storage) -> pa.Table:
-    """One index part in ``INDEX_SCHEMA``; columns added since it was written read as null."""
-    table = pq.read_table(io.BytesIO(storage.read_bytes(index_url(root, shard))))
-    columns = [table[f.name] if f.name in table.column_names else pa.nulls(len(table), f.type)
-               for f in INDEX_SCHEMA]
-    return pa.Table.from_arrays(columns, names=INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
-
-
 def read_json(url: str, storage: Storage) -> dict:
     return json.loads(storage.read_bytes(url))
 

@@ -1,4 +1,7 @@
-"""Reading records back: an id → its index row → a ranged read of exactly its bytes → pixels."""
+"""Reading records back: an id → its index row → a ranged read of exactly its bytes → pixels.
+
+Only index parts that pass their checksum are trusted (the others are reported as problems and
+cost only their own records), and a record is written only under the output folder."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from facezip.infra.storage import Storage, join
 from facezip.models.coding import check_header_matches, decode_payloads
 from facezip.models.container import FzFormatError, FzHeader
 from facezip.models.registry import Codec
-from facezip.tasks.archive.layout import LOSSLESS_CODEC, read_index, shard_url, unpack_record
+from facezip.tasks.archive.integrity import archive_problems, load_index
+from facezip.tasks.archive.layout import LOSSLESS_CODEC, shard_url, unpack_record
 
 Codecs = Codec | Iterable[Codec]
 
@@ -32,12 +36,20 @@ class RestoreResult:
     error: str | None = None
 
 
+@dataclass
+class Restored:
+    results: list[RestoreResult]
+    problems: list[dict]  # {"shard", "problem"}: index parts not trusted, shards missing or unindexed
+
+
 class ArchiveReader:
-    """The index of an archive in memory (latest version of each id) and ranged record reads."""
+    """The trusted index of an archive in memory (latest version of each id) and ranged record reads.
+    ``problems`` lists the index parts left out (damaged, unreadable, unverifiable)."""
 
     def __init__(self, root: str, storage: Storage) -> None:
         self.root, self.storage = root, storage
-        self.index = read_index(root, storage)
+        trusted = load_index(root, storage)
+        self.index, self.problems = trusted.table, trusted.problems
         versions = self.index["version"].to_pylist()
         self._latest: dict[str, int] = {}
         for position, image_id in enumerate(self.index["id"].to_pylist()):
@@ -52,7 +64,8 @@ class ArchiveReader:
         try:
             return self.index.slice(self._latest[image_id], 1).to_pylist()[0]
         except KeyError:
-            raise RecordError(f"id {image_id!r} is not in the archive") from None
+            untrusted = f" (or in one of its {len(self.problems)} untrusted index parts)" if self.problems else ""
+            raise RecordError(f"id {image_id!r} is not in the archive{untrusted}") from None
 
     def read_record(self, row: dict) -> bytes:
         """Exactly the record's bytes, checked against the sha256 in the index."""
@@ -137,15 +150,17 @@ def decode_png(payload: bytes) -> np.ndarray:
 
 
 def restore_records(codecs: Codecs, root: str, ids: Iterable[str] | None, output: str, storage: Storage,
-                    progress: bool = True, batch_size: int = 32) -> list[RestoreResult]:
-    """Restore ``ids`` (None: all) as PNG files ``output/<id>.png``; one result per id. ``codecs``:
+                    progress: bool = True, batch_size: int = 32) -> Restored:
+    """Restore ``ids`` (None: all) as PNG files ``output/<id>.png``; one result per id, and the
+    archive's problems (for all ids, also shards that no trusted index part names). ``codecs``:
     one codec, or every rung of a rate ladder (each record picks its own by weights hash).
 
     Records are read and checked one by one (a damaged one fails alone) and decoded in batches."""
     codecs = by_weights_hash(codecs)
     reader = ArchiveReader(root, storage)
+    problems = (archive_problems(root, storage) if ids is None else []) + reader.problems
     wanted = list(ids) if ids is not None else reader.ids()
-    results = [RestoreResult(image_id, join(output, f"{image_id}.png")) for image_id in wanted]
+    results = [_planned(image_id, output) for image_id in wanted]
     with tqdm(total=len(results), desc="restore", unit="img", disable=not progress) as bar:
         for start in range(0, len(results), batch_size):
             chunk = results[start : start + batch_size]
@@ -154,10 +169,23 @@ def restore_records(codecs: Codecs, root: str, ids: Iterable[str] | None, output
             for (result, _), pixels in zip(opened, images):
                 _write_png(result, pixels, storage)
             bar.update(len(chunk))
-    return results
+    return Restored(results, problems)
+
+
+def _planned(image_id: str, output: str) -> RestoreResult:
+    """Where ``image_id`` is restored: ``output/<id>.png``; an id that would leave ``output``
+    (absolute, ``..``, empty or ``.`` parts, backslashes, NUL) fails instead of being written."""
+    parts = image_id.split("/")
+    if any(part in ("", ".", "..") for part in parts) or "\\" in image_id or "\0" in image_id:
+        return RestoreResult(image_id, None, f"id {image_id!r} is not a safe relative file name (absolute, '..', "
+                                             "'.', empty parts, backslash or NUL): not written, it would land "
+                                             f"outside {output}")
+    return RestoreResult(image_id, join(output, f"{image_id}.png"))
 
 
 def _open(reader: ArchiveReader, codecs: dict[str, Codec], result: RestoreResult) -> tuple[FzHeader, bytes] | None:
+    if result.error:
+        return None
     try:
         row = reader.row(result.id)
         return open_record(codecs, reader.read_record(row), row)

@@ -20,8 +20,9 @@ from facezip.models.facenet import load_facenet
 from facezip.models.loading import weights_to_bytes
 from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings, SkipRules
 from facezip.tasks.archive.ladder import Rung, encoding_rungs
+from facezip.tasks.archive.integrity import read_index
 from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, SUCCESS, committed_shards, json_bytes,
-                                          read_index, read_json, stats_url)
+                                          read_json, stats_url)
 from facezip.tasks.archive.shards import ShardWriter
 
 def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False, progress: bool = True) -> dict:
