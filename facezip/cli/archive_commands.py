@@ -81,7 +81,7 @@ def _restore(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     restored = restore_records(codecs, dest, None if args.all else args.ids, args.output, storage,
-                               progress=not args.quiet)
+                               progress=not args.quiet, max_pixels=cfg.codec.max_decode_pixels)
     failed = report_failures("restore", [(r.id, r.error) for r in restored.results if r.error], len(restored.results))
     for item in restored.problems:
         print(f"facezip restore: {dest}: {describe_problem(item)}", file=sys.stderr)

@@ -117,7 +117,8 @@ class MeanScaleHyperprior(Codec):
         z = self.net.h_a(_pad_latents(y))
         bottleneck, conditional = self.net.entropy_bottleneck, self.net.gaussian_conditional
         z_strings = bottleneck.compress(z)
-        scales, means = self._gaussian_parameters(bottleneck.decompress(z_strings, z.shape[-2:]), y.shape[-2:], y.device)
+        z_hat = bottleneck.decompress(z_strings, z.shape[-2:])
+        scales, means = self._gaussian_parameters(z_hat, y.shape[-2:], y.device)
         y_strings = conditional.compress(y * self._gain(y.dtype), conditional.build_indexes(scales), means=means)
         return [_Z_LENGTH.pack(len(zs)) + zs + ys for zs, ys in zip(z_strings, y_strings)]
 
@@ -134,6 +135,18 @@ class MeanScaleHyperprior(Codec):
             scales, means = self._gaussian_parameters(z_hat, y_shape, device)
             y_hat = conditional.decompress(list(y_strings), conditional.build_indexes(scales), means=means)
         return self.net.g_s(y_hat.to(device) / self._gain(y_hat.dtype)).clamp_(0, 1)
+
+    def min_payload_bytes(self, height: int, width: int) -> int:
+        """Half the information the hyper-latents carry even when every one takes its most
+        probable value (rANS output is within a few bytes of it), plus the framing."""
+        self._require_tables()
+        bottleneck = self.net.entropy_bottleneck
+        cdf, lengths = bottleneck._quantized_cdf.double(), bottleneck._cdf_length.long()
+        freqs = cdf[:, 1:] - cdf[:, :-1]
+        freqs[torch.arange(freqs.shape[1]) >= (lengths - 1)[:, None]] = 0  # past each channel's table
+        bits_per_position = -torch.log2(freqs.max(1).values / (1 << bottleneck.entropy_coder_precision)).sum()
+        positions = -(-height // (Y_STRIDE * Z_STRIDE)) * -(-width // (Y_STRIDE * Z_STRIDE))
+        return int(bits_per_position * positions / 16) + _Z_LENGTH.size + 2 * _RANS_MIN_BYTES
 
     def _gaussian_parameters(self, z_hat: torch.Tensor, y_shape, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(gσ, gμ)`` reproducibly (see the module docstring): float64 on one CPU thread, where a

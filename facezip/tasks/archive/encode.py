@@ -61,6 +61,7 @@ class EncoderSettings:
     max_pixels: int
     min_identity: float | None = None
     judge: Any = None  # ObjectRef of the FaceNet module
+    accept_damaged: bool = False
 
 
 class ArchiveEncoder:
@@ -100,7 +101,7 @@ class ArchiveEncoder:
         if self.rules.skips(row["id"], row["source_uri"], result["source_sha256"]):
             return {**result, "status": "skipped", "reason": "already_archived"}, None
         try:
-            decoded = decode_image(data, self.settings.max_pixels)
+            decoded = decode_image(data, self.settings.max_pixels, self.settings.accept_damaged)
         except ImageError as exc:
             return {**result, "reason": exc.reason, "detail": str(exc)}, None
         result.update(status="archived", version=self.rules.versions.get(row["id"], 0) + 1,

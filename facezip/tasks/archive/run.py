@@ -51,7 +51,7 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
         encoder = EncoderSettings(
             rungs[0].codec.name, ray.put(tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)),
             cfg.device, settings.batch_size, settings.max_image_pixels, settings.min_identity,
-            ray.put(judge) if judge is not None else None)
+            ray.put(judge) if judge is not None else None, settings.accept_damaged)
         with _preserve_order():
             # Small blocks (streaming, order kept) so every actor gets work even from one big Parquet file.
             inputs = reader.to_ray_dataset().repartition(target_num_rows_per_block=4 * settings.batch_size)

@@ -92,7 +92,7 @@ class ShardWriter:
             "shard": self.next_shard, "offset": self.offset, "length": len(record), "height": row["height"],
             "width": row["width"], **{k: row[k] for k in _CODING_FIELDS}, "sha256": hashlib.sha256(record).hexdigest(),
             "bpp": bits_per_pixel(len(record), row["height"], row["width"]),
-            "payload_bytes": row["payload_bytes"], "archived_at": datetime.now(timezone.utc),
+            "payload_bytes": row["payload_bytes"], "archived_at": datetime.now(timezone.utc), "notes": row["detail"],
         })
         self.identity.add(row)
         self.chunks.append(record)

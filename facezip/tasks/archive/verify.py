@@ -34,7 +34,8 @@ def run_verify(cfg: DictConfig, dest: str, progress: bool = True) -> dict:
     shard_problems: list[dict] = archive_problems(dest, storage) + index.problems
     records = 0
     for shard, part in tqdm(sorted(index.parts.items()), desc="verify", unit="shard", disable=not progress):
-        records += _verify_shard(dest, shard, part.to_pylist(), storage, damaged, shard_problems)
+        records += _verify_shard(dest, shard, part.to_pylist(), storage, damaged, shard_problems,
+                                 cfg.codec.max_decode_pixels)
     damaged += _duplicate_versions(index.table)
     summary = {"dest": dest, "ok": not damaged and not shard_problems,
                "shards": len(index.parts) + len(index.problems), "records": records,
@@ -46,7 +47,7 @@ def run_verify(cfg: DictConfig, dest: str, progress: bool = True) -> dict:
 
 
 def _verify_shard(dest: str, shard: int, rows: list[dict], storage: Storage, damaged: list,
-                  shard_problems: list) -> int:
+                  shard_problems: list, max_pixels: int) -> int:
     def problem(text: str) -> None:
         shard_problems.append({"shard": shard, "problem": text})
 
@@ -58,7 +59,7 @@ def _verify_shard(dest: str, shard: int, rows: list[dict], storage: Storage, dam
         data = b""
     expected = 0
     for row in rows:
-        error = _check_record(row, data, expected)
+        error = _check_record(row, data, expected, max_pixels)
         if row["offset"] > expected:
             problem(f"bytes {expected}..{row['offset']} belong to no record")
         if error:
@@ -70,7 +71,7 @@ def _verify_shard(dest: str, shard: int, rows: list[dict], storage: Storage, dam
     return len(rows)
 
 
-def _check_record(row: dict, data: bytes, expected_offset: int) -> str | None:
+def _check_record(row: dict, data: bytes, expected_offset: int, max_pixels: int) -> str | None:
     start, end = row["offset"], row["offset"] + row["length"]
     if start < expected_offset:
         return f"overlaps the previous record (starts at {start}, previous ends at {expected_offset})"
@@ -80,7 +81,7 @@ def _check_record(row: dict, data: bytes, expected_offset: int) -> str | None:
     if hashlib.sha256(record).hexdigest() != row["sha256"]:
         return "sha256 does not match the index"
     try:
-        header, payload = unpack_record(record, row["height"], row["width"])
+        header, payload = unpack_record(record, row["height"], row["width"], max_pixels)
         if header.codec == LOSSLESS_CODEC:
             check_png_size(header, payload)
     except FzFormatError as exc:
