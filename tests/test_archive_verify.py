@@ -1,8 +1,10 @@
-"""``verify`` names exactly the damaged records: flipped bytes, truncated shards, a bad index."""
+"""``verify`` names exactly the damaged records: flipped bytes, truncated shards, a bad index; an
+archive that is missing, empty, incomplete or whose index is damaged fails verify and restore."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -10,10 +12,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from archive_support import archive_config, index_rows, write_crops, write_random_weights
 from facezip.cli import main
+from facezip.models.container import FzHeader
 from facezip.tasks.archive import run_archive, run_verify
+from facezip.tasks.archive.layout import LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH
+from facezip.tasks.archive.restore import decode_opened
 
 SHARD = 1  # the shard the tests damage (the archive has 3: 8 + 8 + 4 records)
 
@@ -187,3 +193,22 @@ def test_restore_never_writes_outside_the_output_folder(archive, pristine, tmp_p
     assert cli_restore(archive, pristine[1], out, "--all") == 1
     assert "'../../ESCAPED_by_id' is not a safe relative file name" in capsys.readouterr().err
     assert [p.name for p in tmp_path.rglob("ESCAPED*")] == [] and len(list(out.glob("*.png"))) == 18
+
+
+def test_absurd_length_in_the_index_is_a_clear_error(archive, pristine, tmp_path, capsys):
+    rows = index_part_rows(archive)
+    rows[0]["length"] = 2**40
+    rewrite_index_part(archive, rows, checksum=True)
+    assert cli_restore(archive, pristine[1], tmp_path / "out", "--id", rows[0]["id"], rows[1]["id"]) == 1
+    err = capsys.readouterr().err
+    assert f"index row says {2**40} bytes at offset 0, impossible for a" in err and "1 of 2 done" in err
+    assert rows[0]["id"] in verify(archive, pristine[1])[0]
+
+
+def test_a_corrupt_lossless_record_fails_alone():
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, "PNG")
+    good, corrupt = png.getvalue(), png.getvalue()[:40] + bytes(30) + png.getvalue()[70:]
+    header = FzHeader(LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, 8, 8)
+    decoded = decode_opened({}, [(header, corrupt), (header, good)])
+    assert decoded[0].startswith("lossless PNG does not decode") and decoded[1].shape == (8, 8, 3)
