@@ -65,7 +65,7 @@ BAD_INPUTS = {  # name → (bytes, reason, words in the detail)
     "text_named_jpg": (lambda: b"this is a text file, not a JPEG\n", "unreadable", "not an image"),
     "truncated_jpeg": (samples.truncated_jpeg, "unreadable", "truncated"),
     "corrupt_jpeg": (samples.corrupt_jpeg, "unreadable", ""),
-    "decompression_bomb": (samples.decompression_bomb_png, "too_large", "decompression bomb"),
+    "decompression_bomb": (samples.decompression_bomb_png, "too_large", "more pixels than facezip's limit of"),
     "no_face": (lambda: samples.encode(samples.no_face()), "no_face", "no face"),
     "tiny": (lambda: samples.encode(Image.new("RGB", (12, 9), "grey"), "PNG"), "too_small", "12×9"),
     "damaged_jpeg": (samples.damaged_jpeg, "damaged", "libjpeg reports: Corrupt JPEG data"),
