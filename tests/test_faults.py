@@ -1,11 +1,14 @@
-"""Faults of the world around facezip: S3 down or without credentials, a full disk. Each is one
-clear line naming the storage and the cause, soon (no hang), and leaves no debris."""
+"""Faults of the world around facezip: S3 down, gone mid-run or without credentials, a full disk.
+Each is one clear line naming the storage and the cause, soon (no hang), and leaves no debris;
+a rerun completes the archive."""
 
 from __future__ import annotations
 
 import resource
 import signal
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -68,3 +71,46 @@ def test_full_disk_fails_each_write_clearly_and_leaves_nothing(tmp_path, astrona
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.count("cannot write") == 3 and "0 of 3 done, 3 failed" in run.stderr
     assert list(out.iterdir()) == []  # no .tmp-* and no zero-byte .fz files
+
+
+@pytest.mark.slow
+def test_s3_stopping_mid_archive_is_one_line_and_a_rerun_completes(ray_local, no_s3_cache, tmp_path, capsys):
+    from moto.server import ThreadedMotoServer
+
+    from archive_support import index_rows, write_crops, write_random_weights
+    from facezip.infra.storage import Storage
+
+    weights = write_random_weights(tmp_path / "random.pt")
+    write_crops(tmp_path / "crops", 48, seed=5)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    storage = Storage(endpoint_url=f"http://127.0.0.1:{port}", max_attempts=1)
+    storage.fs("s3://faults")[0].mkdir("faults")
+    args = ["archive", str(tmp_path / "crops"), "s3://faults/archive", f"codec.weights={weights}",
+            f"storage.endpoint_url={storage.endpoint_url}", "storage.max_attempts=1", "tracking.enabled=false",
+            "archive.records_per_shard=4", "archive.batch_size=4", "archive.num_actors=1", "--quiet"]
+
+    def stop_after_first_commit() -> None:
+        fs = storage.fs("s3://faults")[0]
+        while not fs.exists("faults/archive/index/00000.parquet"):
+            time.sleep(0.05)
+        server.stop()
+
+    stopper = threading.Thread(target=stop_after_first_commit, daemon=True)
+    stopper.start()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("facezip archive: error: S3: Could not connect to the endpoint URL")
+    stopper.join(timeout=10)
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # the same S3, back again
+    server.start()
+    try:
+        assert main(args) == 0
+        rows = index_rows("s3://faults/archive", storage)
+        assert sorted(r["id"] for r in rows) == sorted(p.stem for p in (tmp_path / "crops").glob("*.png"))
+        assert main(["verify", "s3://faults/archive", f"storage.endpoint_url={storage.endpoint_url}",
+                     "tracking.enabled=false", "--quiet"]) == 0
+    finally:
+        server.stop()
