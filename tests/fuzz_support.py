@@ -265,6 +265,7 @@ def _run_child(batch_file: str, items: list, start: int, stop: int, report: Repo
             elif words[0] == "done":
                 _record(report, items[int(words[1])], words[4].strip(), float(words[2]), float(words[3]),
                         time.monotonic() - started)
+                current = None  # between inputs: a pause here is not the input's
                 if int(words[1]) == stop - 1:
                     return stop
     finally:
