@@ -92,7 +92,7 @@ def test_weights_hash_mismatch_names_both(codec, good):
 
 def test_payload_size_must_fit_dimensions(codec):
     data = pack_fz(FzHeader(codec.name, codec.weights_hash(), 16, 16), b"\x00" * 5)
-    with pytest.raises(FzFormatError, match="does not fit a 16×16 image"):
+    with pytest.raises(FzFormatError, match="payload of 5 bytes is implausibly short for a 16×16 image"):
         decode_file(codec, data)
 
 
