@@ -73,6 +73,7 @@ def read_trusted_part(root: str, shard: int, storage: Storage) -> pa.Table:
                              "its records are not trusted")
     try:
         table = pq.read_table(io.BytesIO(data))
+        table.validate(full=True)  # e.g. invalid UTF-8 in a string column, which would fail only when read
         columns = [table[f.name] if f.name in table.column_names else pa.nulls(len(table), f.type)
                    for f in INDEX_SCHEMA]
         return pa.Table.from_arrays(columns, names=INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
