@@ -16,8 +16,10 @@ from PIL import Image
 
 from archive_support import archive_config, index_rows, write_crops, write_random_weights
 from facezip.cli import main
+from facezip.infra.storage import Storage
 from facezip.models.container import FzHeader
 from facezip.tasks.archive import run_archive, run_verify
+from facezip.tasks.archive.integrity import IndexPartError, read_trusted_part
 from facezip.tasks.archive.layout import LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH
 from facezip.tasks.archive.restore import decode_opened
 
@@ -212,3 +214,26 @@ def test_a_corrupt_lossless_record_fails_alone():
     header = FzHeader(LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, 8, 8)
     decoded = decode_opened({}, [(header, corrupt), (header, good)])
     assert decoded[0].startswith("lossless PNG does not decode") and decoded[1].shape == (8, 8, 3)
+
+
+def test_ids_that_would_escape_a_restore_are_rejected_when_archiving(pristine, tmp_path):
+    crop = next((pristine[0].parent / "crops").glob("*.png")).read_bytes()
+    ids = ["../../ESCAPED_by_id", "/etc/absolute", "a\\b", "person/fine"]
+    (tmp_path / "src").mkdir()
+    pq.write_table(pa.table({"id": ids, "image_bytes": [crop] * len(ids)}), tmp_path / "src" / "part.parquet")
+    summary = run_archive(archive_config(pristine[1]), str(tmp_path / "src"), str(tmp_path / "a"), progress=False)
+    assert (summary["archived"], summary["failures"]) == (1, {"unsafe_id": 3})
+    assert [r["id"] for r in index_rows(str(tmp_path / "a"))] == ["person/fine"]
+
+
+def test_invalid_utf8_in_an_unchecked_index_part_is_an_index_error(tmp_path):
+    (tmp_path / "index").mkdir()
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "stats" / "00000.json").write_text("{}")  # an archive from before index checksums
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"id": ["face_0001"]}), sink, compression="none")
+    data = bytearray(sink.getvalue())
+    data[data.index(b"face_0001") + 4] = 0xFF
+    (tmp_path / "index" / "00000.parquet").write_bytes(bytes(data))
+    with pytest.raises(IndexPartError, match="index part 00000 is unreadable.*Invalid UTF8"):
+        read_trusted_part(str(tmp_path), 0, Storage())

@@ -19,6 +19,7 @@ from facezip.models.loading import codec_from_bytes
 from facezip.models.recognizer import Recognizer
 from facezip.tasks.archive.floor import encode_faces
 from facezip.tasks.archive.ladder import Rung
+from facezip.tasks.archive.layout import unsafe_id
 
 ENCODED_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_uri", pa.string()), ("identity", pa.string()), ("split", pa.string()),
@@ -98,6 +99,8 @@ class ArchiveEncoder:
                   "source_sha256": hashlib.sha256(data).hexdigest() if data is not None else None}
         if data is None:
             return {**result, "reason": "read_error", "detail": row.get("read_error") or "no image bytes"}, None
+        if why := unsafe_id(row["id"]):  # restore writes <out>/<id>.png: the id must stay below <out>
+            return {**result, "reason": "unsafe_id", "detail": f"id {row['id']!r} is not a safe file name ({why})"}, None
         if self.rules.skips(row["id"], row["source_uri"], result["source_sha256"]):
             return {**result, "status": "skipped", "reason": "already_archived"}, None
         try:

@@ -119,6 +119,13 @@ def unpack_record(record: bytes, height: int, width: int,
     return FzHeader(codec, data[5 + name_len : dims_at].hex(), height, width), payload
 
 
+def unsafe_id(image_id: str) -> str | None:
+    """Why ``image_id`` cannot name a file below an output folder (``<out>/<id>.png``), or None."""
+    if any(part in ("", ".", "..") for part in image_id.split("/")) or "\\" in image_id or "\0" in image_id:
+        return "absolute, or with '..', '.', empty parts, a backslash or NUL"
+    return None
+
+
 def committed_shards(root: str, storage: Storage) -> list[int]:
     """Shard numbers whose index part exists (a shard counts only once its index is written)."""
     fs, path = storage.fs(join(root, INDEX))

@@ -20,7 +20,7 @@ from facezip.models.coding import check_header_matches, decode_payloads
 from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, FzFormatError, FzHeader, check_dimensions
 from facezip.models.registry import Codec
 from facezip.tasks.archive.integrity import archive_problems, load_index
-from facezip.tasks.archive.layout import LOSSLESS_CODEC, max_record_bytes, shard_url, unpack_record
+from facezip.tasks.archive.layout import LOSSLESS_CODEC, max_record_bytes, shard_url, unpack_record, unsafe_id
 
 Codecs = Codec | Iterable[Codec]
 
@@ -213,11 +213,10 @@ def restore_records(codecs: Codecs, root: str, ids: Iterable[str] | None, output
 def _planned(image_id: str, output: str) -> RestoreResult:
     """Where ``image_id`` is restored: ``output/<id>.png``; an id that would leave ``output``
     (absolute, ``..``, empty or ``.`` parts, backslashes, NUL) fails instead of being written."""
-    parts = image_id.split("/")
-    if any(part in ("", ".", "..") for part in parts) or "\\" in image_id or "\0" in image_id:
-        return RestoreResult(image_id, None, f"id {image_id!r} is not a safe relative file name (absolute, '..', "
-                                             "'.', empty parts, backslash or NUL): not written, it would land "
-                                             f"outside {output}")
+    why = unsafe_id(image_id)
+    if why:
+        return RestoreResult(image_id, None, f"id {image_id!r} is not a safe relative file name ({why}): "
+                                             f"not written, it would land outside {output}")
     return RestoreResult(image_id, join(output, f"{image_id}.png"))
 
 
