@@ -237,3 +237,13 @@ def test_invalid_utf8_in_an_unchecked_index_part_is_an_index_error(tmp_path):
     (tmp_path / "index" / "00000.parquet").write_bytes(bytes(data))
     with pytest.raises(IndexPartError, match="index part 00000 is unreadable.*Invalid UTF8"):
         read_trusted_part(str(tmp_path), 0, Storage())
+
+
+@pytest.mark.parametrize("edit", ["null offset", "other shard"])
+def test_index_rows_a_reader_cannot_use_make_their_part_damaged(archive, pristine, edit):
+    rows = index_part_rows(archive)
+    rows[2].update(offset=None) if edit == "null offset" else rows[2].update(shard=SHARD + 1)
+    rewrite_index_part(archive, rows, checksum=True)  # found by fuzzing: a TypeError in restore before
+    damaged, problems = verify(archive, pristine[1])
+    assert damaged == set() and [p["shard"] for p in problems] == [SHARD]
+    assert problems[0]["problem"].startswith(f"index part {SHARD:05d} is damaged: rows ")

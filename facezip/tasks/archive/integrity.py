@@ -21,6 +21,8 @@ from facezip.tasks.archive.layout import (INDEX_SCHEMA, MANIFESTS, SHARDS, commi
                                           stats_url)
 
 INDEX_SHA256 = "index_sha256"  # the stats key holding the sha256 of the shard's index part
+# what a reader needs of every row to find, check and decode its record
+REQUIRED_COLUMNS = ("id", "version", "shard", "offset", "length", "height", "width", "codec", "weights_hash", "sha256")
 
 
 class IndexPartError(ValueError):
@@ -76,9 +78,20 @@ def read_trusted_part(root: str, shard: int, storage: Storage) -> pa.Table:
         table.validate(full=True)  # e.g. invalid UTF-8 in a string column, which would fail only when read
         columns = [table[f.name] if f.name in table.column_names else pa.nulls(len(table), f.type)
                    for f in INDEX_SCHEMA]
-        return pa.Table.from_arrays(columns, names=INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
+        table = pa.Table.from_arrays(columns, names=INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
     except (pa.ArrowException, ValueError, OSError) as exc:
         raise IndexPartError(f"{name} is unreadable ({exc})") from None
+    _check_rows(table, shard, name)
+    return table
+
+
+def _check_rows(table: pa.Table, shard: int, name: str) -> None:
+    """Every row has what a reader needs, and points into this part's own shard."""
+    missing = [column for column in REQUIRED_COLUMNS if table[column].null_count]
+    if missing:
+        raise IndexPartError(f"{name} is damaged: rows without {', '.join(missing)}")
+    if any(value != shard for value in table["shard"].unique().to_pylist()):
+        raise IndexPartError(f"{name} is damaged: rows point into another shard's file")
 
 
 def _recorded_sha256(root: str, shard: int, storage: Storage) -> str | None:
