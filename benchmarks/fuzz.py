@@ -26,6 +26,7 @@ def main() -> int:
     parser.add_argument("--index", type=int, default=4000, help="mutated index parts")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--hang", type=float, default=1.0, help="seconds without an answer that count as a hang")
+    parser.add_argument("--save", type=Path, metavar="DIR", help="write each finding's input here")
     args = parser.parse_args()
     started = time.monotonic()
     items = fuzz_support.corpus(fuzz_support.seeds(fuzz_support.codecs()),
@@ -33,6 +34,9 @@ def main() -> int:
     report = fuzz_support.run(items, hang_s=args.hang)
     print(fuzz_support.summary(report, verbose=True))
     print(f"{report.inputs / (time.monotonic() - started):.0f} inputs/s")
+    for index, target, _, _ in report.findings if args.save else []:
+        args.save.mkdir(parents=True, exist_ok=True)
+        (args.save / f"{index:06d}.{target}").write_bytes(items[index][2])
     return 1 if report.findings else 0
 
 
