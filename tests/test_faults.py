@@ -114,3 +114,12 @@ def test_s3_stopping_mid_archive_is_one_line_and_a_rerun_completes(ray_local, no
                      "tracking.enabled=false", "--quiet"]) == 0
     finally:
         server.stop()
+
+
+def test_verify_of_a_deleted_bucket_or_an_empty_prefix_fails(s3_bucket, capsys):
+    storage, bucket = s3_bucket
+    common = [f"storage.endpoint_url={storage.endpoint_url}", "tracking.enabled=false", "--quiet"]
+    assert main(["verify", f"{bucket}/archive", *common]) == 1
+    assert f"no archive at {bucket}/archive" in capsys.readouterr().err
+    assert main(["verify", "s3://no-such-bucket-facezip/archive", *common]) == 1
+    assert "no archive at s3://no-such-bucket-facezip/archive" in capsys.readouterr().err
