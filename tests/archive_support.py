@@ -16,7 +16,7 @@ from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
 from facezip.models.loading import weights_to_bytes
 from facezip.models.registry import create_codec
-from facezip.tasks.archive.layout import read_index
+from facezip.tasks.archive.integrity import read_index
 
 CLI = [sys.executable, "-c", "import sys; from facezip.cli import main; sys.exit(main())"]
 

@@ -43,6 +43,21 @@ def corrupt_jpeg() -> bytes:
     return full[:200] + noise
 
 
+def damaged_jpeg() -> bytes:
+    """Four bytes near the end of the scan overwritten: Pillow decodes it, libjpeg reports corrupt data."""
+    damaged = bytearray(encode(astronaut()))
+    at = len(damaged) * 93 // 100
+    damaged[at : at + 4] = b"\x5a" * 4
+    return bytes(damaged)
+
+
+def png_with_bad_crc() -> bytes:
+    """A PNG whose image-data chunk fails its CRC32 (one bit of the stored CRC flipped)."""
+    damaged = bytearray(encode(astronaut(), "PNG"))
+    damaged[damaged.rindex(b"IEND") - 5] ^= 0x01  # the last byte of the last IDAT's CRC
+    return bytes(damaged)
+
+
 def cmyk_jpeg() -> bytes:
     return encode(astronaut().convert("CMYK"))
 

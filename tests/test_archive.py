@@ -77,7 +77,7 @@ def test_round_trip_local_restores_the_pixels_of_a_direct_decode(archived, crops
         assert [o for o, _ in spans] == list(np.cumsum([0] + [n for _, n in spans[:-1]]))
         assert sum(n for _, n in spans) == (dest / "shards" / f"{shard:05d}.xz").stat().st_size
 
-    results = restore_records(codec, str(dest), None, str(tmp_path / "out"), Storage(), progress=False)
+    results = restore_records(codec, str(dest), None, str(tmp_path / "out"), Storage(), progress=False).results
     assert all(r.error is None for r in results) and len(results) == 40
     for path in crops.glob("*.png"):
         restored = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png"))
@@ -162,19 +162,39 @@ def test_bad_inputs_are_each_accounted_for(ray_local, crops, weights, tmp_path):
     Image.new("CMYK", (40, 40), (0, 128, 0, 0)).save(src / "cmyk.jpg")
     grey16 = Image.fromarray(np.arange(48 * 48, dtype=np.uint16).reshape(48, 48) * 20)
     grey16.save(src / "grey16.png")
+    (src / "badcrc.png").write_bytes(png_with_bad_crc(crops / "face002.png"))
     dest = tmp_path / "archive"
 
     summary = run_archive(archive_config(weights, "archive.max_image_pixels=50000"), str(src), str(dest),
                           progress=False)
 
-    assert summary["inputs"] == 46 and summary["archived"] == 42  # 40 crops + CMYK + 16-bit, converted
-    assert summary["failures"] == {"empty": 1, "unreadable": 2, "too_large": 1}
+    assert summary["inputs"] == 47 and summary["archived"] == 42  # 40 crops + CMYK + 16-bit, converted
+    assert summary["failures"] == {"empty": 1, "unreadable": 2, "too_large": 1, "damaged": 1}
     manifest = json.loads(Path(summary["manifest"]).read_text())
     assert {r["id"]: r["reason"] for r in manifest["rejected_inputs"]} == {
-        "empty": "empty", "garbage": "unreadable", "truncated": "unreadable", "huge": "too_large"}
+        "empty": "empty", "garbage": "unreadable", "truncated": "unreadable", "huge": "too_large",
+        "badcrc": "damaged"}
     stats = [json.loads(p.read_text()) for p in sorted((dest / "stats").glob("*.json"))]
-    assert sum(s["records"] for s in stats) == 42 and sum(len(s["rejected"]) for s in stats) == 4
+    assert sum(s["records"] for s in stats) == 42 and sum(len(s["rejected"]) for s in stats) == 5
     assert {"cmyk", "grey16"} <= {r["id"] for r in index_rows(str(dest))}
+
+
+def png_with_bad_crc(path: Path) -> bytes:
+    damaged = bytearray(path.read_bytes())
+    damaged[damaged.rindex(b"IEND") - 5] ^= 0x01  # the last byte of the last IDAT chunk's CRC
+    return bytes(damaged)
+
+
+def test_damaged_inputs_are_archived_and_flagged_when_asked(ray_local, crops, weights, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(crops / "face001.png", src)
+    (src / "badcrc.png").write_bytes(png_with_bad_crc(crops / "face002.png"))
+    summary = run_archive(archive_config(weights, "archive.accept_damaged=true"), str(src), str(tmp_path / "a"),
+                          progress=False)
+    assert (summary["inputs"], summary["archived"], summary["rejected"]) == (2, 2, 0)
+    notes = {r["id"]: r["notes"] for r in index_rows(str(tmp_path / "a"))}
+    assert notes["face001"] is None and "damaged, kept as asked: CRC error in the 'IDAT' chunk" in notes["badcrc"]
 
 
 def test_cli_restore_and_verify(archived, crops, weights, codec, tmp_path, capsys):

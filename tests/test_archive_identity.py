@@ -29,7 +29,8 @@ from facezip.models.facenet import facenet_cache_path, frozen_graph_path
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import create_codec
 from facezip.tasks.archive import ArchiveReader, restore_records, run_verify
-from facezip.tasks.archive.layout import RECORD_MAGIC, read_index
+from facezip.tasks.archive.integrity import read_index
+from facezip.tasks.archive.layout import RECORD_MAGIC
 
 FLOOR = 0.5
 
@@ -125,7 +126,7 @@ def test_floor_keeps_recognisable_faces_at_the_start_rung_and_stores_the_rest_lo
     assert run.data.metrics["lossless_fallbacks"] == 2 and run.data.metrics["faces_level_1"] == 2
     assert run.data.metrics["raised_by.facenet"] == 2
 
-    results = restore_records(codecs, str(dest), None, str(tmp_path / "out"), Storage(), progress=False)
+    results = restore_records(codecs, str(dest), None, str(tmp_path / "out"), Storage(), progress=False).results
     assert all(r.error is None for r in results)
     for name in ("sharp0", "sharp1"):  # the lossless fallback gives back the exact original pixels
         np.testing.assert_array_equal(pixels(tmp_path / "out" / f"{name}.png"), pixels(faces / f"{name}.png"))
@@ -158,7 +159,7 @@ def test_mixed_rungs_restore_and_verify(floored, ladder, codecs, faces, astronau
     assert main(["restore", str(dest), "--all", "-o", str(out), "--quiet", *ladder_overrides(ladder)]) == 0
     assert sorted(p.stem for p in out.iterdir()) == ["flat0", "flat1", "late0", "sharp0", "sharp1"]
     # with only rung 2 loaded, rung-1 records fail by name and the others restore
-    only_top = restore_records(codecs[1:], str(dest), None, str(tmp_path / "top"), Storage(), progress=False)
+    only_top = restore_records(codecs[1:], str(dest), None, str(tmp_path / "top"), Storage(), progress=False).results
     assert {r.id for r in only_top if r.error} == {"flat0", "flat1"}
     assert main(["verify", str(dest), "tracking.enabled=false", "--quiet"]) == 0
 
@@ -167,8 +168,12 @@ def test_index_written_before_ladders_reads_with_null_columns(floored, tmp_path)
     part = next((floored[0] / "index").glob("*.parquet"))
     old = tmp_path / "old"
     (old / "index").mkdir(parents=True)
+    (old / "stats").mkdir()
     pq.write_table(pq.read_table(part).drop(["level", "identity_similarity", "lossless_fallback"]),
                    old / "index" / part.name)
+    stats = json.loads((floored[0] / "stats" / f"{part.stem}.json").read_text())
+    del stats["index_sha256"]  # stats written before index parts had a checksum
+    (old / "stats" / f"{part.stem}.json").write_text(json.dumps(stats))
     table = read_index(str(old), Storage())
     assert table.num_rows == pq.read_metadata(part).num_rows
     assert table["level"].null_count == table.num_rows and table["lossless_fallback"].null_count == table.num_rows

@@ -33,6 +33,18 @@ def images(tmp_path, astronaut):
     return folder
 
 
+def test_damaged_input_is_rejected_unless_accepted(images, tmp_path, weights, capsys):
+    damaged = bytearray((images / "rgb.png").read_bytes())
+    damaged[damaged.rindex(b"IEND") - 5] ^= 0x01  # the IDAT chunk's CRC
+    (images / "damaged.png").write_bytes(bytes(damaged))
+    out = tmp_path / "fz"
+    assert main(["compress", str(images / "damaged.png"), "-o", str(out) + "/", weights, "--quiet"]) == 1
+    assert "damaged: CRC error in the 'IDAT' chunk" in capsys.readouterr().err and not out.exists()
+    assert main(["compress", str(images / "damaged.png"), "-o", str(out) + "/", weights, "--quiet",
+                 "compress.accept_damaged=true"]) == 0
+    assert "damaged, kept as asked: CRC error" in capsys.readouterr().out and (out / "damaged.fz").exists()
+
+
 def test_compress_many_with_one_bad_file(images, tmp_path, weights, capsys):
     out = tmp_path / "fz"
     inputs = sorted(str(p) for p in images.iterdir())

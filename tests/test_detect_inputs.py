@@ -65,9 +65,11 @@ BAD_INPUTS = {  # name → (bytes, reason, words in the detail)
     "text_named_jpg": (lambda: b"this is a text file, not a JPEG\n", "unreadable", "not an image"),
     "truncated_jpeg": (samples.truncated_jpeg, "unreadable", "truncated"),
     "corrupt_jpeg": (samples.corrupt_jpeg, "unreadable", ""),
-    "decompression_bomb": (samples.decompression_bomb_png, "too_large", "decompression bomb"),
+    "decompression_bomb": (samples.decompression_bomb_png, "too_large", "more pixels than facezip's limit of"),
     "no_face": (lambda: samples.encode(samples.no_face()), "no_face", "no face"),
     "tiny": (lambda: samples.encode(Image.new("RGB", (12, 9), "grey"), "PNG"), "too_small", "12×9"),
+    "damaged_jpeg": (samples.damaged_jpeg, "damaged", "libjpeg reports: Corrupt JPEG data"),
+    "png_bad_crc": (samples.png_with_bad_crc, "damaged", "CRC error in the 'IDAT' chunk"),
 }
 CONVERTED_INPUTS = {  # name → (bytes, note)
     "cmyk": (samples.cmyk_jpeg, "converted CMYK to RGB"),
@@ -93,6 +95,15 @@ def test_bad_inputs_become_rejections(mixed_batch: dict[str, dict], name: str) -
     assert row["reason"] == reason and detail in row["detail"]
     assert row["image_bytes"] is None and row["source_uri"] == f"mem://{name}"
     assert mixed_batch["good"]["reason"] is None  # the batch went on
+
+
+def test_damaged_images_are_kept_and_flagged_when_asked() -> None:
+    detect_cfg = OmegaConf.to_container(load_config([], ["detect.accept_damaged=true"]).detect)
+    rows = DetectFaces(detect_cfg, "cpu")(_batch({"jpeg": samples.damaged_jpeg(), "png": samples.png_with_bad_crc()}))
+    assert rows.column("reason").null_count == 2  # both kept: the face is intact
+    notes = rows.column("notes").to_pylist()
+    assert "damaged, kept as asked: libjpeg reports: Corrupt JPEG data" in notes[0]
+    assert "damaged, kept as asked: CRC error in the 'IDAT' chunk" in notes[1]
 
 
 def test_a_failed_read_is_an_unreadable_rejection(mixed_batch: dict[str, dict]) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from facezip.models import create_codec
 from facezip.models.coding import decode_file, decode_files, encode_images
-from facezip.models.container import PAYLOAD_STORED, FzFormatError, pack_fz, read_header
+from facezip.models.container import PAYLOAD_STORED, FzFormatError, FzHeader, pack_fz, read_header
 from facezip.models.loading import codec_from_bytes, weights_to_bytes
 from facezip.models.losses import PretrainLoss, with_rate
 from facezip.tasks.train.loop import make_optimizers, trainable_names
@@ -116,12 +116,31 @@ def test_weights_round_trip_keeps_the_cdf_tables(codec, faces):
     assert all(np.array_equal(a, b) for a, b in zip(decode_files(loaded, files), decode_files(codec, files)))
 
 
-@pytest.mark.parametrize("payload, message", [(b"\x05", "too short"),
-                                              (b"\xff\x00abc", "announces a 255-byte hyper-latent string")])
+@pytest.mark.parametrize("payload, message", [
+    (b"\x05", "payload of 1 bytes is implausibly short for a 72×88 image"),
+    (b"\xff\x00" + bytes(40), "announces a 255-byte hyper-latent string"),
+    (b"\x0a\x00" + bytes(40), "the hyper-latent string has 10 bytes; rANS writes whole 4-byte words"),
+])
 def test_damaged_streams_fail_clearly(codec, faces, payload, message):
     header, _, _ = read_header(encode_images(codec, faces[:1])[0])
     with pytest.raises(FzFormatError, match=message):
         decode_file(codec, pack_fz(header, payload, stored=True))
+
+
+def test_a_stream_that_crashes_the_rans_decoder_is_an_error_not_a_crash(codec):
+    # 8-byte strings claiming a 2048×2048 image: CompressAI's decoder reads megabytes past their end
+    header = FzHeader(codec.name, codec.weights_hash(), 2048, 2048)
+    y_string = b"\xff" * (4 * (codec.min_payload_bytes(2048, 2048) // 4) + 8)
+    hostile = pack_fz(header, b"\x08\x00" + b"\xff" * 8 + y_string, stored=True)
+    with pytest.raises(FzFormatError, match=r"the entropy decoder crashed \(SIGSEGV\)"):
+        decode_file(codec, hostile)
+    assert decode_file(codec, encode_images(codec, [np.zeros((16, 16, 3), np.uint8)])[0]).shape == (16, 16, 3)
+
+
+def test_a_few_bytes_cannot_claim_a_huge_image(codec):
+    bomb = pack_fz(FzHeader(codec.name, codec.weights_hash(), 4096, 4096), b"\x08\x00" + bytes(1500), stored=True)
+    with pytest.raises(FzFormatError, match="implausibly short for a 4096×4096 image"):
+        decode_file(codec, bomb)
 
 
 def test_untrained_tables_are_refused():

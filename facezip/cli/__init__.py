@@ -12,6 +12,7 @@ from facezip.cli import (archive_commands, codec_commands, config_commands, dete
                          pipeline_commands, train_commands)
 from facezip.cli.common import CommandError, is_override
 from facezip.infra.config import ConfigError
+from facezip.infra.storage import storage_failure
 
 COMMAND_MODULES = [codec_commands, config_commands, detect_commands, archive_commands, pipeline_commands,
                    train_commands, evaluate_commands]
@@ -47,6 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CommandError) as exc:
         print(f"facezip {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # storage that fails (down, no credentials, full) is one line, not a traceback
+        message = storage_failure(exc)
+        if message is None or args.verbose:
+            raise
+        print(f"facezip {args.command}: error: {message} (-v for the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"facezip {args.command}: interrupted", file=sys.stderr)
         return 130

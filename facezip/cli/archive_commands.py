@@ -112,9 +112,19 @@ def _restore(args: argparse.Namespace) -> int:
         codecs = [codec.to(resolve_device(cfg.device)) for codec in decoding_codecs(cfg, storage)]
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    results = restore_records(codecs, dest, None if args.all else args.ids, args.output, storage,
-                              progress=not args.quiet)
-    return report_failures("restore", [(r.id, r.error) for r in results if r.error], len(results))
+    restored = restore_records(codecs, dest, None if args.all else args.ids, args.output, storage,
+                               progress=not args.quiet, max_pixels=cfg.codec.max_decode_pixels)
+    failed = report_failures("restore", [(r.id, r.error) for r in restored.results if r.error], len(restored.results))
+    for item in restored.problems:
+        print(f"facezip restore: {dest}: {describe_problem(item)}", file=sys.stderr)
+    if restored.problems:
+        print(f"the archive has {len(restored.problems)} problem(s): not everything it held was restored "
+              "(facezip verify checks it all)", file=sys.stderr)
+    return 1 if failed or restored.problems else 0
+
+
+def describe_problem(item: dict) -> str:
+    return f"shard {item['shard']}: {item['problem']}" if item["shard"] is not None else item["problem"]
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -124,8 +134,8 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"damaged record {item['id']!r} (version {item['version']}, shard {item['shard']}, "
               f"offset {item['offset']}): {item['problem']}", file=sys.stderr)
     for item in summary["shard_problems"]:
-        print(f"shard {item['shard']}: {item['problem']}", file=sys.stderr)
+        print(describe_problem(item), file=sys.stderr)
     print(f"{summary['records']} records in {summary['shards']} shards: "
           + ("ok" if summary["ok"] else f"{len(summary['damaged'])} damaged records, "
-             f"{len(summary['shard_problems'])} shard problems"), file=sys.stderr)
+             f"{len(summary['shard_problems'])} archive problems"), file=sys.stderr)
     return 0 if summary["ok"] else 1

@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace, work, codec_from_config) -> int:
     cfg = _config(args, overrides)
     storage = Storage.from_config(cfg.storage)
     codec = codec_from_config(cfg)
-    results = work(codec, inputs, args.output, storage, not args.quiet)
+    results = work(codec, inputs, args.output, storage, cfg, not args.quiet)
     for result in results:
         if result.ok:
             notes = f" ({'; '.join(result.notes)})" if result.notes else ""
@@ -91,13 +91,15 @@ def _run(args: argparse.Namespace, work, codec_from_config) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    return _run(args, lambda codec, inputs, out, storage, progress:
-                compress_files(codec, inputs, out, storage, progress=progress), _load_codec)
+    return _run(args, lambda codec, inputs, out, storage, cfg, progress:
+                compress_files(codec, inputs, out, storage, progress=progress,
+                               accept_damaged=cfg.compress.accept_damaged), _load_codec)
 
 
 def _decompress(args: argparse.Namespace) -> int:
-    return _run(args, lambda decoder, inputs, out, storage, progress:
-                decompress_files(decoder, inputs, out, storage, progress=progress), _decoder)
+    return _run(args, lambda decoder, inputs, out, storage, cfg, progress:
+                decompress_files(decoder, inputs, out, storage, progress=progress,
+                                 max_pixels=cfg.codec.max_decode_pixels), _decoder)
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from facezip.infra.image_damage import find_damage
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".avif")
 DEFAULT_MAX_PIXELS = 40_000_000
 _CONVERTIBLE = {"L": "greyscale", "LA": "greyscale+alpha", "1": "bilevel", "P": "palette", "PA": "palette+alpha",
@@ -34,15 +36,22 @@ class DecodedImage:
     notes: list[str] = field(default_factory=list)  # conversions applied, e.g. "converted CMYK to RGB"
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, accept_damaged: bool = False) -> DecodedImage:
     """Bytes of any Pillow-readable image → RGB; EXIF orientation applied, first frame of animations.
 
-    Raises ImageError with reason ``empty``, ``too_large``, ``unreadable`` or ``unsupported_mode``.
+    Raises ImageError with reason ``empty``, ``too_large``, ``unreadable``, ``unsupported_mode`` or
+    ``damaged`` (a JPEG/PNG that decodes although its decoder reports damage); with
+    ``accept_damaged`` such an image is kept and the damage noted instead.
     """
     if not data:
         raise ImageError("empty", "zero-byte file")
     image = _open(data, max_pixels)
     notes: list[str] = []
+    damage = find_damage(data, image.format)
+    if damage and not accept_damaged:
+        raise ImageError("damaged", damage)
+    if damage:
+        notes.append(f"damaged, kept as asked: {damage}")
     if getattr(image, "n_frames", 1) > 1:
         notes.append(f"animated image with {image.n_frames} frames: used the first")
     try:
@@ -91,7 +100,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError("too_large", str(exc)) from None
+        raise ImageError("too_large", f"more pixels than facezip's limit of {max_pixels} "
+                                      f"(max_image_pixels); Pillow: {exc}") from None
     except UnidentifiedImageError:
         raise ImageError("unreadable", "not an image Pillow can identify") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

@@ -117,6 +117,10 @@ class BinarizedCAE(Codec):
         return [np.packbits(image.ravel()).tobytes() for image in codes]
 
     @torch.no_grad()
+    def min_payload_bytes(self, height: int, width: int) -> int:
+        """The code bits of every position, packed: the exact length (checked before allocating)."""
+        return ((height // self._stride) * (width // self._stride) * self.code_channels + 7) // 8
+
     def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
         shape = (size[0] // self._stride, size[1] // self._stride, self.code_channels)
         expected = (prod(shape) + 7) // 8

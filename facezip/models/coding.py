@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from facezip.models.container import FzFormatError, FzHeader, pack_fz, unpack_fz
+from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, FzFormatError, FzHeader, pack_fz, unpack_fz
 from facezip.models.registry import Codec, available_codecs
 
 
@@ -56,15 +56,16 @@ def encode_payloads(codec: Codec, images: Sequence[np.ndarray], batch_size: int 
     return out  # type: ignore[return-value]
 
 
-def decode_file(codec: Codec, data: bytes) -> np.ndarray:
+def decode_file(codec: Codec, data: bytes, max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> np.ndarray:
     """One ``.fz`` file → (H, W, 3) uint8, after checking it belongs to this codec and weights."""
-    header, payload = unpack_fz(data)
+    header, payload = unpack_fz(data, max_pixels)
     return decode_payload(codec, header, payload)
 
 
-def decode_files(codec: Codec, files: Sequence[bytes], batch_size: int = 16) -> list[np.ndarray]:
+def decode_files(codec: Codec, files: Sequence[bytes], batch_size: int = 16,
+                 max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> list[np.ndarray]:
     """Many ``.fz`` files, decoded in batches (far faster per image on a CPU than one by one)."""
-    return decode_payloads(codec, [unpack_fz(data) for data in files], batch_size)
+    return decode_payloads(codec, [unpack_fz(data, max_pixels) for data in files], batch_size)
 
 
 def decode_payload(codec: Codec, header: FzHeader, payload: bytes) -> np.ndarray:
@@ -76,8 +77,9 @@ def decode_payload(codec: Codec, header: FzHeader, payload: bytes) -> np.ndarray
 def decode_payloads(codec: Codec, items: Sequence[tuple[FzHeader, bytes]], batch_size: int = 16) -> list[np.ndarray]:
     """Payloads with their headers → (H, W, 3) uint8 images in input order; equal padded sizes share a batch."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, (header, _) in enumerate(items):
+    for i, (header, payload) in enumerate(items):
         check_header_matches(header, codec)
+        check_payload_length(codec, header, payload)
         groups[padded_size(header.height, header.width, codec.pad_multiple)].append(i)
     out: list[np.ndarray | None] = [None] * len(items)
     for size, indices in groups.items():
@@ -101,6 +103,16 @@ def check_header_matches(header: FzHeader, codec: Codec) -> None:
     if header.weights_hash != codec.weights_hash():
         raise FzFormatError(f"weights hash mismatch: file needs weights {header.weights_hash}, "
                             f"the loaded model has {codec.weights_hash()}")
+
+
+def check_payload_length(codec: Codec, header: FzHeader, payload: bytes) -> None:
+    """A payload far shorter than the codec can code the claimed size in is damaged or hostile
+    (a few bytes claiming a huge image): refused before any decoding work or allocation."""
+    size = padded_size(header.height, header.width, codec.pad_multiple)
+    needed = codec.min_payload_bytes(*size)
+    if len(payload) < needed:
+        raise FzFormatError(f"payload of {len(payload)} bytes is implausibly short for a {header.height}×"
+                            f"{header.width} image ({codec.name} needs at least {needed}): damaged or hostile")
 
 
 def bits_per_pixel(n_bytes: int, height: int, width: int) -> float:

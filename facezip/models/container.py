@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import lzma
 import struct
+import zlib
 from dataclasses import dataclass
 
 MAGIC = b"\x89FZ\n"  # non-ASCII first byte and a newline catch text-mode transfer damage, as PNG's do
-FORMAT_VERSION = 2  # 2 added the payload-coding byte; version 1 files (always xz) still read
+# 2 added the payload-coding byte, 3 a CRC32 of header and payload; versions 1 and 2 still read
+FORMAT_VERSION = 3
 PAYLOAD_XZ, PAYLOAD_STORED = 0, 1  # stored: the codec entropy-codes its payload itself, xz would only add framing
 MAX_SIDE = 1 << 16
-MAX_PIXELS = 1 << 28
+MAX_PIXELS = 1 << 28  # what the format can describe
+# what facezip decodes unless told otherwise (codec.max_decode_pixels): a 4096×4096 photo, far
+# above any face; a file claiming more is refused before its payload is touched
+DEFAULT_MAX_DECODE_PIXELS = 1 << 24
 _SIZES = struct.Struct("<III")  # height, width, payload length
+_CRC = struct.Struct("<I")
 # A small dictionary: payloads are kilobytes, and the 64 MiB one of preset 9 costs ~670 MB per call.
 XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 1 << 20}]
 
@@ -36,6 +42,20 @@ def check_dimensions(height: int, width: int) -> None:
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
         raise FzFormatError(f"absurd image size {height}×{width} (limits: sides 1..{MAX_SIDE}, "
                             f"{MAX_PIXELS} pixels)")
+
+
+def check_decode_size(height: int, width: int, max_pixels: int) -> None:
+    """Refuse to decode images above facezip's decode limit (the format allows far more)."""
+    if height * width > max_pixels:
+        raise FzFormatError(f"{height}×{width} = {height * width} pixels is over facezip's decode limit of "
+                            f"{max_pixels} pixels (codec.max_decode_pixels)")
+
+
+def crc32(*parts: bytes) -> int:
+    value = 0
+    for part in parts:
+        value = zlib.crc32(part, value)
+    return value
 
 
 def xz_compress(payload: bytes, lzma2_options: dict[str, int] | None = None) -> bytes:
@@ -75,13 +95,16 @@ def pack_fz(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] | No
         raise ValueError(f"codec name '{header.codec}' must be 1..255 ASCII characters")
     stream = payload if stored else xz_compress(payload, lzma2_options)
     coding = PAYLOAD_STORED if stored else PAYLOAD_XZ
-    return b"".join([MAGIC, bytes([FORMAT_VERSION, coding, len(name)]), name, bytes.fromhex(header.weights_hash),
-                     _SIZES.pack(header.height, header.width, len(stream)), stream])
+    head = b"".join([MAGIC, bytes([FORMAT_VERSION, coding, len(name)]), name, bytes.fromhex(header.weights_hash),
+                     _SIZES.pack(header.height, header.width, len(stream))])
+    return head + _CRC.pack(crc32(head, stream)) + stream
 
 
-def unpack_fz(data: bytes) -> tuple[FzHeader, bytes]:
-    """Parse and check a ``.fz`` file; returns its header and the codec payload (xz undone)."""
+def unpack_fz(data: bytes, max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> tuple[FzHeader, bytes]:
+    """Parse and check a ``.fz`` file; returns its header and the codec payload (xz undone).
+    Images over ``max_pixels`` are refused before the payload is decompressed."""
     header, stream, coding = read_header(data)
+    check_decode_size(header.height, header.width, max_pixels)
     limit = max_payload_bytes(header.height, header.width)
     if coding == PAYLOAD_XZ:
         return header, xz_decompress(stream, limit)
@@ -98,7 +121,7 @@ def read_header(data: bytes) -> tuple[FzHeader, bytes, int]:
     if len(data) < pos + 3:
         raise FzFormatError("truncated header")
     version = data[pos]
-    if version not in (1, FORMAT_VERSION):
+    if version not in (1, 2, FORMAT_VERSION):
         raise FzFormatError(f"unknown .fz format version {version} (this facezip reads versions 1–{FORMAT_VERSION})")
     coding = data[pos + 1] if version >= 2 else PAYLOAD_XZ
     if coding not in (PAYLOAD_XZ, PAYLOAD_STORED):
@@ -106,19 +129,23 @@ def read_header(data: bytes) -> tuple[FzHeader, bytes, int]:
     pos += 1 if version == 1 else 2
     name_len = data[pos]
     pos += 1
-    end = pos + name_len + 8 + _SIZES.size
+    sizes_at = pos + name_len + 8
+    end = sizes_at + _SIZES.size + (_CRC.size if version >= 3 else 0)
     if len(data) < end:
         raise FzFormatError("truncated header")
-    try:
-        codec = data[pos : pos + name_len].decode("ascii")
-    except UnicodeDecodeError:
-        raise FzFormatError("codec name in the header is not ASCII") from None
-    weights_hash = data[pos + name_len : pos + name_len + 8].hex()
-    height, width, length = _SIZES.unpack_from(data, pos + name_len + 8)
-    check_dimensions(height, width)
+    height, width, length = _SIZES.unpack_from(data, sizes_at)
     stream = data[end:]
     if len(stream) < length:
         raise FzFormatError(f"truncated data: header announces {length} payload bytes, file has {len(stream)}")
     if len(stream) > length:
         raise FzFormatError(f"{len(stream) - length} stray bytes after the payload")
+    if version >= 3 and crc32(data[: end - _CRC.size], stream) != _CRC.unpack_from(data, end - _CRC.size)[0]:
+        raise FzFormatError("checksum mismatch: the file is damaged (the CRC32 of its header and payload is "
+                            "not the one it carries)")
+    try:
+        codec = data[pos : pos + name_len].decode("ascii")
+    except UnicodeDecodeError:
+        raise FzFormatError("codec name in the header is not ASCII") from None
+    check_dimensions(height, width)
+    weights_hash = data[sizes_at - 8 : sizes_at].hex()
     return FzHeader(codec, weights_hash, height, width), stream, coding

@@ -43,9 +43,11 @@ with warnings.catch_warnings():  # compressai 1.2.8 torch.jit.scripts a helper a
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.models import MeanScaleHyperprior as CompressAIMeanScaleHyperprior
 
+from facezip.models.rans_guard import guarded_decoding
 from facezip.models.registry import Codec, register_codec
 
 _Z_LENGTH = struct.Struct("<H")
+_RANS_WORD, _RANS_MIN_BYTES = 4, 8  # CompressAI's rANS emits 32-bit words and flushes a 64-bit state
 Y_STRIDE, Z_STRIDE = 16, 4  # g_a downsamples by 16, h_a by 4 more
 MIN_GAIN = 1 / 64  # quantization steps of at most 64: a gain trained towards 0 cannot divide by zero
 
@@ -115,7 +117,8 @@ class MeanScaleHyperprior(Codec):
         z = self.net.h_a(_pad_latents(y))
         bottleneck, conditional = self.net.entropy_bottleneck, self.net.gaussian_conditional
         z_strings = bottleneck.compress(z)
-        scales, means = self._gaussian_parameters(bottleneck.decompress(z_strings, z.shape[-2:]), y.shape[-2:], y.device)
+        z_hat = bottleneck.decompress(z_strings, z.shape[-2:])
+        scales, means = self._gaussian_parameters(z_hat, y.shape[-2:], y.device)
         y_strings = conditional.compress(y * self._gain(y.dtype), conditional.build_indexes(scales), means=means)
         return [_Z_LENGTH.pack(len(zs)) + zs + ys for zs, ys in zip(z_strings, y_strings)]
 
@@ -126,11 +129,24 @@ class MeanScaleHyperprior(Codec):
         z_shape = (-(-y_shape[0] // Z_STRIDE), -(-y_shape[1] // Z_STRIDE))
         device = next(self.parameters()).device
         z_strings, y_strings = zip(*(_split(payload) for payload in payloads))
-        z_hat = self.net.entropy_bottleneck.decompress(list(z_strings), z_shape)
-        scales, means = self._gaussian_parameters(z_hat, y_shape, device)
         conditional = self.net.gaussian_conditional
-        y_hat = conditional.decompress(list(y_strings), conditional.build_indexes(scales), means=means)
+        with guarded_decoding(self.net.entropy_bottleneck, conditional):  # a hostile string cannot crash us
+            z_hat = self.net.entropy_bottleneck.decompress(list(z_strings), z_shape)
+            scales, means = self._gaussian_parameters(z_hat, y_shape, device)
+            y_hat = conditional.decompress(list(y_strings), conditional.build_indexes(scales), means=means)
         return self.net.g_s(y_hat.to(device) / self._gain(y_hat.dtype)).clamp_(0, 1)
+
+    def min_payload_bytes(self, height: int, width: int) -> int:
+        """Half the information the hyper-latents carry even when every one takes its most
+        probable value (rANS output is within a few bytes of it), plus the framing."""
+        self._require_tables()
+        bottleneck = self.net.entropy_bottleneck
+        cdf, lengths = bottleneck._quantized_cdf.double(), bottleneck._cdf_length.long()
+        freqs = cdf[:, 1:] - cdf[:, :-1]
+        freqs[torch.arange(freqs.shape[1]) >= (lengths - 1)[:, None]] = 0  # past each channel's table
+        bits_per_position = -torch.log2(freqs.max(1).values / (1 << bottleneck.entropy_coder_precision)).sum()
+        positions = -(-height // (Y_STRIDE * Z_STRIDE)) * -(-width // (Y_STRIDE * Z_STRIDE))
+        return int(bits_per_position * positions / 16) + _Z_LENGTH.size + 2 * _RANS_MIN_BYTES
 
     def _gaussian_parameters(self, z_hat: torch.Tensor, y_shape, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(gσ, gμ)`` reproducibly (see the module docstring): float64 on one CPU thread, where a
@@ -177,10 +193,16 @@ def _crop_to(params: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _split(payload: bytes) -> tuple[bytes, bytes]:
+    """The z and y strings; each is rANS output: whole 32-bit words, at least the 2 of the final state."""
     if len(payload) < _Z_LENGTH.size:
         raise ValueError(f"payload of {len(payload)} bytes is too short for a hyperprior stream")
     (z_length,) = _Z_LENGTH.unpack_from(payload)
     if _Z_LENGTH.size + z_length > len(payload):
         raise ValueError(f"payload announces a {z_length}-byte hyper-latent string but has "
                          f"{len(payload) - _Z_LENGTH.size} bytes")
-    return payload[_Z_LENGTH.size : _Z_LENGTH.size + z_length], payload[_Z_LENGTH.size + z_length :]
+    strings = payload[_Z_LENGTH.size : _Z_LENGTH.size + z_length], payload[_Z_LENGTH.size + z_length :]
+    for name, string in zip(("hyper-latent", "latent"), strings):
+        if len(string) < _RANS_MIN_BYTES or len(string) % _RANS_WORD:
+            raise ValueError(f"the {name} string has {len(string)} bytes; rANS writes whole 4-byte words, "
+                             f"at least {_RANS_MIN_BYTES}")
+    return strings

@@ -54,6 +54,11 @@ class Codec(nn.Module, ABC):
     def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
         """Decode payloads of images of padded ``size`` = (H, W) back to ``(N, 3, H, W)``."""
 
+    def min_payload_bytes(self, height: int, width: int) -> int:
+        """The fewest payload bytes any image of padded size ``height``×``width`` codes to (0: no
+        bound known). Decoders refuse shorter payloads: a few bytes cannot claim a huge image."""
+        return 0
+
     @abstractmethod
     def architecture(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this codec (saved beside its weights)."""

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from facezip.infra.images import ImageError, decode_image
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.coding import bits_per_pixel, decode_file, encode_images
-from facezip.models.container import PAYLOAD_STORED, FzFormatError, FzHeader, read_header
+from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, PAYLOAD_STORED, FzFormatError, FzHeader, read_header
 from facezip.models.loading import BUNDLED, load_codec, load_ladder
 from facezip.models.registry import Codec, available_codecs
 from facezip.tasks.evaluate.metrics import psnr_from_mse
@@ -48,12 +48,12 @@ def plan_outputs(inputs: Sequence[str], output: str, suffix: str) -> list[str]:
 
 
 def compress_files(codec: Codec, inputs: Sequence[str], output: str, storage: Storage,
-                   batch_size: int = 16, progress: bool = True) -> list[FileResult]:
+                   batch_size: int = 16, progress: bool = True, accept_damaged: bool = False) -> list[FileResult]:
     results = [FileResult(src, out) for src, out in zip(inputs, plan_outputs(inputs, output, ".fz"))]
     _flag_collisions(results)
     with tqdm(total=len(results), desc="compress", unit="img", disable=not progress) as bar:
         for chunk in _chunks([r for r in results if r.ok], batch_size):
-            images = [_read_image(r, storage) for r in chunk]
+            images = [_read_image(r, storage, accept_damaged) for r in chunk]
             readable = [(r, img) for r, img in zip(chunk, images) if img is not None]
             files = encode_images(codec, [img for _, img in readable], batch_size) if readable else []
             for (result, image), data in zip(readable, files):
@@ -103,7 +103,8 @@ class BundledModels:
 
 
 def decompress_files(decoder: Codec | Callable[[FzHeader], Codec], inputs: Sequence[str], output: str,
-                     storage: Storage, progress: bool = True) -> list[FileResult]:
+                     storage: Storage, progress: bool = True,
+                     max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> list[FileResult]:
     """``decoder``: one codec for every file, or a function from a file's header to its codec
     (``BundledModels.codec_for``: each file's own rung of the bundled ladder)."""
     codec_for = decoder if not isinstance(decoder, Codec) else (lambda header: decoder)
@@ -112,7 +113,7 @@ def decompress_files(decoder: Codec | Callable[[FzHeader], Codec], inputs: Seque
     for result in tqdm([r for r in results if r.ok], desc="decompress", unit="img", disable=not progress):
         try:
             data = storage.read_bytes(result.source)
-            pixels = decode_file(codec_for(read_header(data)[0]), data)
+            pixels = decode_file(codec_for(read_header(data)[0]), data, max_pixels)
         except (OSError, FzFormatError) as exc:
             result.error = _describe(exc)
             continue
@@ -133,9 +134,9 @@ def describe_file(data: bytes, bundled: BundledModels | None = None) -> dict[str
             "bpp": round(bits_per_pixel(len(data), header.height, header.width), 4)}
 
 
-def _read_image(result: FileResult, storage: Storage) -> np.ndarray | None:
+def _read_image(result: FileResult, storage: Storage, accept_damaged: bool) -> np.ndarray | None:
     try:
-        decoded = decode_image(storage.read_bytes(result.source))
+        decoded = decode_image(storage.read_bytes(result.source), accept_damaged=accept_damaged)
     except (OSError, ImageError) as exc:
         result.error = _describe(exc)
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from facezip.infra.config.stages import ArchiveConfig, DetectConfig, EvaluateConfig, TrainConfig
+from facezip.infra.config.stages import ArchiveConfig, CompressConfig, DetectConfig, EvaluateConfig, TrainConfig
 
 
 @dataclass
@@ -17,6 +17,10 @@ class StorageConfig:
 
     endpoint_url: Optional[str] = None  # S3-compatible endpoint (MinIO, moto); None = AWS
     anon: bool = False
+    # every S3 call: an unreachable endpoint or missing credentials fail in seconds, not a hang
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = 3
 
 
 @dataclass
@@ -47,6 +51,9 @@ class CodecConfig:
     # rung of a codec's rate ladder for bundled weights (mean-scale-hyperprior: 1 = fewest bytes …
     # 8 = best quality); None = the codec's default rung. `--level N` on the command line.
     level: Optional[int] = None
+    # the largest image (in pixels) decompress, restore and verify decode: a file or record that
+    # claims more is refused before its payload is touched (4096×4096; a face needs far less)
+    max_decode_pixels: int = 16_777_216
 
 
 @dataclass
@@ -86,6 +93,7 @@ class FacezipConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     codecs: CodecArchitectures = field(default_factory=CodecArchitectures)
+    compress: CompressConfig = field(default_factory=CompressConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)

@@ -22,6 +22,9 @@ class DetectConfig:
     cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve Ray's read tasks on small hosts
     gpus_per_actor: Optional[float] = None  # None: 1/num_actors of a GPU when `device` resolves to cuda, else 0
     max_image_pixels: int = 40_000_000  # larger images are rejected as too_large
+    # a JPEG/PNG that decodes although its decoder reports damage (corrupt data, premature end,
+    # CRC errors) is rejected as `damaged`; true keeps it with the damage in its notes
+    accept_damaged: bool = False
     rows_per_file: int = 2000  # Parquet rows per output file (≈ 80 MB of 160 px PNG crops)
     contact_sheet_faces: int = 36  # sample crops in the MLflow contact sheet
 
@@ -101,6 +104,7 @@ class ArchiveConfig:
     cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve Ray's read tasks on small hosts
     gpus_per_actor: float = 0.0
     max_image_pixels: int = 40_000_000  # larger inputs are rejected as too_large
+    accept_damaged: bool = False  # true: archive damaged JPEG/PNG inputs (see detect.accept_damaged), noted in the index
     # identity floor (`--min-identity`): a face whose decode fails any judge's threshold against its
     # original is re-encoded at the next rung of the rate ladder, after the top as lossless PNG
     identity_floor: bool = False
@@ -112,6 +116,13 @@ class ArchiveConfig:
     # default 1); [] = the codec's bundled ladder (rungs from codec.level or its default level up)
     ladder: list[str] = field(default_factory=list)
     facenet_weights: str = "casia-webface"  # the facenet judge's weights (facezip.models.facenet.load_facenet)
+
+
+@dataclass
+class CompressConfig:
+    """``facezip compress`` of single images."""
+
+    accept_damaged: bool = False  # true: compress damaged JPEG/PNG inputs (see detect.accept_damaged), with a note
 
 
 @dataclass

@@ -18,7 +18,7 @@ from facezip.infra.images import ImageError, decode_image
 from facezip.models.loading import codec_from_bytes
 from facezip.tasks.archive.floor import Floor, encode_faces
 from facezip.tasks.archive.ladder import Rung
-from facezip.tasks.archive.layout import IDENTITY_SCORES
+from facezip.tasks.archive.layout import IDENTITY_SCORES, unsafe_id
 
 ENCODED_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_uri", pa.string()), ("identity", pa.string()), ("split", pa.string()),
@@ -61,6 +61,7 @@ class EncoderSettings:
     max_pixels: int
     thresholds: dict[str, float] | None = None  # the identity floor's, per judge; None = no floor
     judges: Any = None  # ObjectRef of the floor's judges (FaceNet's weights are large)
+    accept_damaged: bool = False
 
 
 class ArchiveEncoder:
@@ -96,10 +97,12 @@ class ArchiveEncoder:
                   "source_sha256": hashlib.sha256(data).hexdigest() if data is not None else None}
         if data is None:
             return {**result, "reason": "read_error", "detail": row.get("read_error") or "no image bytes"}, None
+        if why := unsafe_id(row["id"]):  # restore writes <out>/<id>.png: the id must stay below <out>
+            return {**result, "reason": "unsafe_id", "detail": f"id {row['id']!r} is not a safe file name ({why})"}, None
         if self.rules.skips(row["id"], row["source_uri"], result["source_sha256"]):
             return {**result, "status": "skipped", "reason": "already_archived"}, None
         try:
-            decoded = decode_image(data, self.settings.max_pixels)
+            decoded = decode_image(data, self.settings.max_pixels, self.settings.accept_damaged)
         except ImageError as exc:
             return {**result, "reason": exc.reason, "detail": str(exc)}, None
         result.update(status="archived", version=self.rules.versions.get(row["id"], 0) + 1,

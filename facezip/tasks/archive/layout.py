@@ -17,17 +17,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facezip.infra.storage import Storage, join
-from facezip.models.container import (FzFormatError, FzHeader, check_dimensions, max_payload_bytes, xz_compress,
-                                      xz_decompress)
+from facezip.models.container import (DEFAULT_MAX_DECODE_PIXELS, FzFormatError, FzHeader, check_decode_size,
+                                      check_dimensions, crc32, max_payload_bytes, xz_compress, xz_decompress)
 
 SHARDS, INDEX, STATS, MANIFESTS, SUCCESS = "shards", "index", "stats", "manifests", "_SUCCESS.json"
 RECORD_MAGIC = b"FZR"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2 added a CRC32 of header and payload; version 1 records still read
 _DIMS = struct.Struct("<II")  # height, width
+_CRC = struct.Struct("<I")
 # The header is zero-padded to this multiple so the payload keeps the alignment the codec's
 # LZMA2 options (lp/pb) assume, as at the start of a .fz stream.
 HEADER_ALIGN = 16
-MAX_HEADER_BYTES = len(RECORD_MAGIC) + 2 + 255 + 8 + _DIMS.size + HEADER_ALIGN
+MAX_HEADER_BYTES = len(RECORD_MAGIC) + 2 + 255 + 8 + _DIMS.size + _CRC.size + HEADER_ALIGN
 
 IDENTITY_SCORES = pa.map_(pa.string(), pa.float32())
 INDEX_SCHEMA = pa.schema([
@@ -41,6 +42,8 @@ INDEX_SCHEMA = pa.schema([
     # instead of a codec; each floor judge's measure of the stored face (dlib-resnet: distance, …)
     ("level", pa.int32()), ("identity_similarity", pa.float32()), ("lossless_fallback", pa.bool_()),
     ("identity_scores", IDENTITY_SCORES),
+    # what decoding the input noted: conversions, or damage kept with archive.accept_damaged
+    ("notes", pa.string()),
 ])
 # A face no rung keeps above the identity floor is stored as PNG bytes under this codec name.
 LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH = "png", "0" * 16
@@ -66,21 +69,31 @@ def pack_record(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] 
                 stored: bool = False) -> bytes:
     """One record: an xz stream of (record header + codec payload) with the codec's LZMA2 options,
     or, for ``stored`` (entropy-coded) payloads, header + payload as they are. A reader tells them
-    apart by the first bytes: xz's magic or the record's own."""
+    apart by the first bytes: xz's magic or the record's own. The header ends with a CRC32 of
+    itself and the payload, checked before the payload is decoded."""
     check_dimensions(header.height, header.width)
     name = header.codec.encode("ascii")
     head = b"".join([RECORD_MAGIC, bytes([RECORD_VERSION, len(name)]), name, bytes.fromhex(header.weights_hash),
                      _DIMS.pack(header.height, header.width)])
+    head += _CRC.pack(crc32(head, payload))
     if stored:
         return head + payload
     return xz_compress(head + bytes(-len(head) % HEADER_ALIGN) + payload, lzma2_options)
 
 
-def unpack_record(record: bytes, height: int, width: int) -> tuple[FzHeader, bytes]:
+def max_record_bytes(height: int, width: int) -> int:
+    """No record of a ``height``×``width`` image is longer: header, raw payload bound, xz framing."""
+    return MAX_HEADER_BYTES + max_payload_bytes(height, width) + 4096
+
+
+def unpack_record(record: bytes, height: int, width: int,
+                  max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> tuple[FzHeader, bytes]:
     """The header and codec payload of a record whose index row says ``height``×``width``.
 
-    The index bounds the xz output, so a damaged record cannot expand without limit."""
+    The index bounds the xz output, so a damaged record cannot expand without limit; sizes over
+    ``max_pixels`` are refused before anything is decompressed."""
     check_dimensions(height, width)
+    check_decode_size(height, width, max_pixels)
     limit = MAX_HEADER_BYTES + max_payload_bytes(height, width)
     stored = record[: len(RECORD_MAGIC)] == RECORD_MAGIC
     if stored and len(record) > limit:
@@ -89,20 +102,31 @@ def unpack_record(record: bytes, height: int, width: int) -> tuple[FzHeader, byt
     if data[: len(RECORD_MAGIC)] != RECORD_MAGIC or len(data) < len(RECORD_MAGIC) + 2:
         raise FzFormatError("not an archive record (wrong magic bytes)")
     version, name_len = data[3], data[4]
-    if version != RECORD_VERSION:
-        raise FzFormatError(f"unknown record version {version} (this facezip reads version {RECORD_VERSION})")
-    end = 5 + name_len + 8 + _DIMS.size
+    if version not in (1, RECORD_VERSION):
+        raise FzFormatError(f"unknown record version {version} (this facezip reads versions 1–{RECORD_VERSION})")
+    dims_at = 5 + name_len + 8
+    end = dims_at + _DIMS.size + (_CRC.size if version >= 2 else 0)
     if len(data) < end:
         raise FzFormatError("truncated record header")
+    payload = data[end:] if stored else data[end + -end % HEADER_ALIGN :]
+    if version >= 2 and crc32(data[: end - _CRC.size], payload) != _CRC.unpack_from(data, end - _CRC.size)[0]:
+        raise FzFormatError("record checksum mismatch: the record is damaged (the CRC32 of its header and "
+                            "payload is not the one it carries)")
     try:
         codec = data[5 : 5 + name_len].decode("ascii")
     except UnicodeDecodeError:
         raise FzFormatError("codec name in the record header is not ASCII") from None
-    rec_height, rec_width = _DIMS.unpack_from(data, 5 + name_len + 8)
+    rec_height, rec_width = _DIMS.unpack_from(data, dims_at)
     if (rec_height, rec_width) != (height, width):
         raise FzFormatError(f"record header says {rec_height}×{rec_width}, the index says {height}×{width}")
-    payload = data[end:] if stored else data[end + -end % HEADER_ALIGN :]
-    return FzHeader(codec, data[5 + name_len : 5 + name_len + 8].hex(), height, width), payload
+    return FzHeader(codec, data[5 + name_len : dims_at].hex(), height, width), payload
+
+
+def unsafe_id(image_id: str) -> str | None:
+    """Why ``image_id`` cannot name a file below an output folder (``<out>/<id>.png``), or None."""
+    if any(part in ("", ".", "..") for part in image_id.split("/")) or "\\" in image_id or "\0" in image_id:
+        return "absolute, or with '..', '.', empty parts, a backslash or NUL"
+    return None
 
 
 def committed_shards(root: str, storage: Storage) -> list[int]:
@@ -112,20 +136,6 @@ def committed_shards(root: str, storage: Storage) -> list[int]:
         return []
     names = [posixpath.basename(p) for p in fs.ls(path, detail=False)]
     return sorted(int(n[: -len(".parquet")]) for n in names if n.endswith(".parquet") and n[:-8].isdigit())
-
-
-def read_index(root: str, storage: Storage) -> pa.Table:
-    """Every committed index row, in shard then offset order."""
-    parts = [read_index_part(root, shard, storage) for shard in committed_shards(root, storage)]
-    return pa.concat_tables(parts) if parts else INDEX_SCHEMA.empty_table()
-
-
-def read_index_part(root: str, shard: int, storage: Storage) -> pa.Table:
-    """One index part in ``INDEX_SCHEMA``; columns added since it was written read as null."""
-    table = pq.read_table(io.BytesIO(storage.read_bytes(index_url(root, shard))))
-    columns = [table[f.name] if f.name in table.column_names else pa.nulls(len(table), f.type)
-               for f in INDEX_SCHEMA]
-    return pa.Table.from_arrays(columns, names=INDEX_SCHEMA.names).cast(INDEX_SCHEMA)
 
 
 def read_json(url: str, storage: Storage) -> dict:

@@ -20,8 +20,9 @@ from facezip.models.loading import weights_to_bytes
 from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings, SkipRules
 from facezip.tasks.archive.floor import Floor, build_floor
 from facezip.tasks.archive.ladder import Rung, encoding_rungs
+from facezip.tasks.archive.integrity import read_index
 from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, SUCCESS, committed_shards, json_bytes,
-                                          read_index, read_json, stats_url)
+                                          read_json, stats_url)
 from facezip.tasks.archive.shards import ShardWriter
 
 def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False, progress: bool = True) -> dict:
@@ -50,7 +51,8 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
         encoder = EncoderSettings(
             rungs[0].codec.name, ray.put(tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)),
             cfg.device, settings.batch_size, settings.max_image_pixels,
-            floor.thresholds if floor else None, ray.put(list(floor.judges)) if floor else None)
+            floor.thresholds if floor else None, ray.put(list(floor.judges)) if floor else None,
+            settings.accept_damaged)
         with _preserve_order():
             # Small blocks (streaming, order kept) so every actor gets work even from one big Parquet file.
             inputs = reader.to_ray_dataset().repartition(target_num_rows_per_block=4 * settings.batch_size)

@@ -5,8 +5,9 @@ Records arrive in input order; a shard closes after ``records_per_shard`` record
 that is open when they arrive, but never count towards a cut, so the cut points depend only on
 the archived records: a rerun that skips the committed prefix cuts the rest identically.
 
-Commit order per shard: the shard file, its stats, then its index part. The index part is the
-commit: until it exists nothing refers to the shard file, and a rerun rewrites it.
+Commit order per shard: the shard file, its stats (with the sha256 of the index part to come),
+then its index part. The index part is the commit: until it exists nothing refers to the shard
+file, and a rerun rewrites it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from facezip.infra.storage import Storage
 from facezip.models.coding import bits_per_pixel
 from facezip.tasks.archive.floor import IdentityTally
+from facezip.tasks.archive.integrity import INDEX_SHA256
 from facezip.tasks.archive.layout import (INDEX_SCHEMA, index_url, json_bytes, parquet_bytes, shard_url,
                                           stats_url)
 
@@ -91,7 +93,7 @@ class ShardWriter:
             "shard": self.next_shard, "offset": self.offset, "length": len(record), "height": row["height"],
             "width": row["width"], **{k: row[k] for k in _CODING_FIELDS}, "sha256": hashlib.sha256(record).hexdigest(),
             "bpp": bits_per_pixel(len(record), row["height"], row["width"]),
-            "payload_bytes": row["payload_bytes"], "archived_at": datetime.now(timezone.utc),
+            "payload_bytes": row["payload_bytes"], "archived_at": datetime.now(timezone.utc), "notes": row["detail"],
         })
         self.identity.add(row)
         self.chunks.append(record)
@@ -103,9 +105,11 @@ class ShardWriter:
         shard = self.next_shard
         if self.chunks:
             self.storage.write_bytes_atomic(shard_url(self.root, shard), b"".join(self.chunks))
-        self.storage.write_bytes_atomic(stats_url(self.root, shard), json_bytes(self._stats(shard)))
-        self.storage.write_bytes_atomic(index_url(self.root, shard),
-                                        parquet_bytes(pa.Table.from_pylist(self.rows, schema=INDEX_SCHEMA)))
+        index = parquet_bytes(pa.Table.from_pylist(self.rows, schema=INDEX_SCHEMA))
+        # the stats carry the index part's sha256, so readers can trust the part before its rows
+        stats = {**self._stats(shard), INDEX_SHA256: hashlib.sha256(index).hexdigest()}
+        self.storage.write_bytes_atomic(stats_url(self.root, shard), json_bytes(stats))
+        self.storage.write_bytes_atomic(index_url(self.root, shard), index)
         self.totals["bytes"] += self.offset
         self.totals["payload_bytes"] += self.payload_bytes
         self.written.append(shard)

@@ -2,26 +2,26 @@
 
 Checks per record: inside its shard, sha256, xz integrity, a decodable header that agrees
 with the index (codec, weights of its rung) and, for lossless fallbacks, a PNG of the right
-size. Per shard: records neither overlap nor leave gaps, no bytes after the last record, stats
-present, and no shard file that no index part commits. A problem in one record
+size. Per shard: its index part matches the sha256 in its stats, records neither overlap nor
+leave gaps, no bytes after the last record. Per archive: it exists and is not empty, no shard
+file that no index part commits, no committed shard missing. A problem in one record or part
 never stops the others from being checked.
 """
 
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from collections import Counter
 
 import mlflow
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from facezip.infra.storage import Storage, join
+from facezip.infra.storage import Storage
 from facezip.infra.tracking import start_run
 from facezip.models.container import FzFormatError
-from facezip.tasks.archive.layout import (LOSSLESS_CODEC, SHARDS, committed_shards, read_index_part, shard_url,
-                                          stats_url, unpack_record)
+from facezip.tasks.archive.integrity import archive_problems, load_index
+from facezip.tasks.archive.layout import LOSSLESS_CODEC, shard_url, unpack_record
 from facezip.tasks.archive.restore import check_png_size
 
 
@@ -29,15 +29,16 @@ def run_verify(cfg: DictConfig, dest: str, progress: bool = True) -> dict:
     """Returns ``{"ok", "shards", "records", "damaged": [{id, version, shard, offset, problem}],
     "shard_problems": [{shard, problem}]}``."""
     storage = Storage.from_config(cfg.storage)
-    shards = committed_shards(dest, storage)
+    index = load_index(dest, storage)
     damaged: list[dict] = []
-    shard_problems: list[dict] = []
+    shard_problems: list[dict] = archive_problems(dest, storage) + index.problems
     records = 0
-    for shard in tqdm(shards, desc="verify", unit="shard", disable=not progress):
-        records += _verify_shard(dest, shard, storage, damaged, shard_problems)
-    shard_problems += _uncommitted_shard_files(dest, storage, set(shards))
-    damaged += _duplicate_versions(dest, storage, shards)
-    summary = {"dest": dest, "ok": not damaged and not shard_problems, "shards": len(shards), "records": records,
+    for shard, part in tqdm(sorted(index.parts.items()), desc="verify", unit="shard", disable=not progress):
+        records += _verify_shard(dest, shard, part.to_pylist(), storage, damaged, shard_problems,
+                                 cfg.codec.max_decode_pixels)
+    damaged += _duplicate_versions(index.table)
+    summary = {"dest": dest, "ok": not damaged and not shard_problems,
+               "shards": len(index.parts) + len(index.problems), "records": records,
                "damaged": damaged, "shard_problems": shard_problems}
     with start_run(cfg, "verify", tags={"facezip.stage": "archive-verify"}) as run:
         if run:
@@ -45,17 +46,12 @@ def run_verify(cfg: DictConfig, dest: str, progress: bool = True) -> dict:
     return summary
 
 
-def _verify_shard(dest: str, shard: int, storage: Storage, damaged: list, shard_problems: list) -> int:
+def _verify_shard(dest: str, shard: int, rows: list[dict], storage: Storage, damaged: list,
+                  shard_problems: list, max_pixels: int) -> int:
     def problem(text: str) -> None:
         shard_problems.append({"shard": shard, "problem": text})
 
-    try:
-        rows = sorted(read_index_part(dest, shard, storage).to_pylist(), key=lambda r: r["offset"])
-    except Exception as exc:  # any parse failure of a damaged Parquet file is reported, not raised
-        problem(f"index part unreadable: {exc}")
-        return 0
-    if not storage.exists(stats_url(dest, shard)):
-        problem("stats file missing")
+    rows = sorted(rows, key=lambda r: r["offset"])
     try:
         data = storage.read_bytes(shard_url(dest, shard)) if rows else b""
     except FileNotFoundError:
@@ -63,7 +59,7 @@ def _verify_shard(dest: str, shard: int, storage: Storage, damaged: list, shard_
         data = b""
     expected = 0
     for row in rows:
-        error = _check_record(row, data, expected)
+        error = _check_record(row, data, expected, max_pixels)
         if row["offset"] > expected:
             problem(f"bytes {expected}..{row['offset']} belong to no record")
         if error:
@@ -75,7 +71,7 @@ def _verify_shard(dest: str, shard: int, storage: Storage, damaged: list, shard_
     return len(rows)
 
 
-def _check_record(row: dict, data: bytes, expected_offset: int) -> str | None:
+def _check_record(row: dict, data: bytes, expected_offset: int, max_pixels: int) -> str | None:
     start, end = row["offset"], row["offset"] + row["length"]
     if start < expected_offset:
         return f"overlaps the previous record (starts at {start}, previous ends at {expected_offset})"
@@ -85,7 +81,7 @@ def _check_record(row: dict, data: bytes, expected_offset: int) -> str | None:
     if hashlib.sha256(record).hexdigest() != row["sha256"]:
         return "sha256 does not match the index"
     try:
-        header, payload = unpack_record(record, row["height"], row["width"])
+        header, payload = unpack_record(record, row["height"], row["width"], max_pixels)
         if header.codec == LOSSLESS_CODEC:
             check_png_size(header, payload)
     except FzFormatError as exc:
@@ -97,22 +93,8 @@ def _check_record(row: dict, data: bytes, expected_offset: int) -> str | None:
     return None
 
 
-def _uncommitted_shard_files(dest: str, storage: Storage, committed: set[int]) -> list[dict]:
-    fs, path = storage.fs(join(dest, SHARDS))
-    names = [posixpath.basename(p) for p in fs.ls(path, detail=False)] if fs.exists(path) else []
-    stray = [n for n in names if not (n.endswith(".xz") and n[:-3].isdigit() and int(n[:-3]) in committed)]
-    return [{"shard": name, "problem": "shard file not committed by any index part (an interrupted run: "
-             "rerun archive)"} for name in sorted(stray)]
-
-
-def _duplicate_versions(dest: str, storage: Storage, shards: list[int]) -> list[dict]:
-    keys = Counter()
-    for shard in shards:
-        try:
-            part = read_index_part(dest, shard, storage)
-        except Exception:  # already reported by _verify_shard
-            continue
-        keys.update(zip(part["id"].to_pylist(), part["version"].to_pylist()))
+def _duplicate_versions(index) -> list[dict]:
+    keys = Counter(zip(index["id"].to_pylist(), index["version"].to_pylist()))
     return [{"id": image_id, "version": version, "shard": None, "offset": None,
              "problem": f"{count} index rows share this id and version"}
             for (image_id, version), count in keys.items() if count > 1]

@@ -69,7 +69,7 @@ class DetectFaces:
         if row.get("read_error") or row["image_bytes"] is None:
             return None, _rejected(row, "unreadable", row.get("read_error") or "no image bytes")
         try:
-            image = decode_image(row["image_bytes"], self.cfg["max_image_pixels"])
+            image = decode_image(row["image_bytes"], self.cfg["max_image_pixels"], self.cfg["accept_damaged"])
         except ImageError as exc:
             return None, _rejected(row, exc.reason, str(exc))
         height, width = image.rgb.shape[:2]
