@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="identity floor: faces whose decode some judge finds too far from the original go up "
                               "the rate ladder, after the top rung lossless PNG. Alone: archive.judges (default "
                               "dlib-resnet, the independent judge) at archive.thresholds; or name the judges, each "
-                              "with its own threshold in its own measure: dlib-resnet=0.4 (distance, at most), "
+                              "with its own threshold in its own measure: dlib-resnet=0.3 (distance, at most), "
                               "facenet=0.85 (cosine, at least)")
     archive.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(archive)
@@ -86,7 +86,7 @@ def _floor_options(specs: list[str] | None) -> tuple[str, ...]:
         judge, _, value = spec.partition("=")
         if _is_number(judge):
             raise CommandError(f"--min-identity {spec}: name the judge whose threshold this is, in its own measure "
-                               f"(e.g. --min-identity dlib-resnet=0.4 for a distance, facenet={judge} for a cosine)")
+                               f"(e.g. --min-identity dlib-resnet=0.3 for a distance, facenet={judge} for a cosine)")
         if value and not _is_number(value):
             raise CommandError(f"--min-identity {spec}: the threshold '{value}' is not a number")
         judges.append(judge)

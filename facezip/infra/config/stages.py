@@ -111,7 +111,7 @@ class ArchiveConfig:
     judges: list[str] = field(default_factory=lambda: ["dlib-resnet"])  # every one must pass
     # per judge, in its own measure: dlib-resnet a Euclidean distance (≤), facenet a cosine (≥);
     # defaults measured on LFW-dev pairs by scripts/judge_thresholds.py (README, "identity floor")
-    thresholds: dict[str, float] = field(default_factory=lambda: {"dlib-resnet": 0.4, "facenet": 0.85})
+    thresholds: dict[str, float] = field(default_factory=lambda: {"dlib-resnet": 0.3, "facenet": 0.85})
     # the rate ladder as weights files, lowest rate first (levels 1..n; codec.level picks the start,
     # default 1); [] = the codec's bundled ladder (rungs from codec.level or its default level up)
     ladder: list[str] = field(default_factory=list)
