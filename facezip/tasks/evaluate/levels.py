@@ -16,9 +16,10 @@ from tqdm import tqdm
 from facezip.tasks.evaluate.codecs import Coded, Level
 from facezip.tasks.evaluate.data import FaceSet, pair_keys
 from facezip.tasks.evaluate.identity import cosine_rows, kfold_verification, nearest_neighbour_accuracy
-from facezip.tasks.evaluate.metrics import QUALITY_METRICS, quality_metrics, rate_metrics, summarize
+from facezip.tasks.evaluate.metrics import (FACE_METRICS, QUALITY_METRICS, face_metrics, quality_metrics,
+                                            rate_metrics, summarize)
 
-SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS, "cosine")
+SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS, *FACE_METRICS, "cosine")
 
 Embed = Callable[[list[np.ndarray]], np.ndarray]  # faces → (N, D) unit rows
 FindFaces = Callable[[list[np.ndarray]], np.ndarray]  # faces → (N,) 1.0 where MTCNN finds a face
@@ -111,7 +112,8 @@ def _measure(level: Level, face, coded: Coded) -> dict:
     height, width = face.rgb.shape[:2]
     return {**_base(level, face), "status": "ok", "error": "", "height": height, "width": width,
             **rate_metrics(coded.n_bytes, height, width, face.source_bytes),
-            **quality_metrics(face.rgb, coded.decoded), "cosine": math.nan, "face_found": math.nan}
+            **quality_metrics(face.rgb, coded.decoded), **face_metrics(face.rgb, coded.decoded, face.mask.mask),
+            "cosine": math.nan, "face_found": math.nan}
 
 
 def _failure(level: Level, face, error: str | None) -> dict:

@@ -13,10 +13,11 @@ from facezip.tasks.evaluate.bdrate import bd_quality, bd_rate
 from facezip.tasks.evaluate.codecs import REFERENCE
 
 ROW_COLUMNS = ("label", "codec", "setting", "key", "identity", "source", "status", "error", "height", "width",
-               "bytes", "bpp", "ratio_raw", "ratio_source", "psnr", "ms_ssim", "ssim", "l1", "l2", "cosine",
-               "face_found")
+               "bytes", "bpp", "ratio_raw", "ratio_source", "psnr", "ms_ssim", "ssim", "l1", "l2", "face_psnr",
+               "face_ms_ssim", "face_ssim", "face_l1", "cosine", "face_found")
 # BD metric name → the level-summary column holding its quality value
-BD_COLUMNS = {"psnr": "psnr_mean", "ms_ssim": "ms_ssim_mean", "ssim": "ssim_mean", "cosine": "cosine_mean"}
+BD_COLUMNS = {"psnr": "psnr_mean", "ms_ssim": "ms_ssim_mean", "ssim": "ssim_mean", "cosine": "cosine_mean",
+              "face_psnr": "face_psnr_mean", "face_ms_ssim": "face_ms_ssim_mean"}
 
 
 def accuracy_column(has_pairs: bool) -> str:
@@ -125,6 +126,12 @@ def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judge: str, has_p
     table2 = _table(["Codec", "Level", *(f"{title} {s}" for _, title, _ in quality for s in stats)],
                     [[s["codec"], s["setting"], *(v for key, _, d in quality for v in _stats(s, key, d))]
                      for s in summaries])
+    face = (("psnr", "PSNR (dB)", 2), ("face_psnr", "Face PSNR (dB)", 2), ("ms_ssim", "MS-SSIM", 4),
+            ("face_ms_ssim", "Face MS-SSIM", 4), ("face_ssim", "Face SSIM", 4), ("l1", "L1", 4),
+            ("face_l1", "Face L1", 4))
+    table2b = _table(["Codec", "Level", "bpp", *(f"{title} mean" for _, title, _ in face)],
+                     [[s["codec"], s["setting"], _fmt(s["bpp_mean"], 3), *(_fmt(s[f"{key}_mean"], d) for key, _, d in face)]
+                      for s in summaries])
     accuracy = "Verification acc (k-fold pairs)" if has_pairs else "Verification acc (no pairs)"
     table3 = _table(
         ["Codec", "Level", "bpp", "Cosine mean", "Cosine min", accuracy, "1-NN identity acc", "Faces not detected"],
@@ -137,6 +144,9 @@ def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judge: str, has_p
     header = "\n".join(f"- {note}" for note in [f"identity judge: {judge}", *notes])
     return (f"# facezip evaluation\n\n{header}\n\n## Table 1: compression (per image)\n\n{table1}\n"
             f"\n## Table 2: quality (per image; L1/L2 on pixels in [0, 1])\n\n{table2}\n"
+            f"\n## Table 2b: face region vs whole image (means; face mask from the landmarks, see the notes "
+            f"for centre-ellipse fallbacks; face PSNR and L1 over the mask's pixels, face MS-SSIM and SSIM on "
+            f"its bounding box, MS-SSIM not measured where that box is under 33 px)\n\n{table2b}\n"
             f"\n## Table 3: identity (judge: {judge})\n\n{table3}\n"
             f"\n## Table 4: Bjøntegaard deltas (rate = mean bpp; negative BD-rate = fewer bits)\n\n{table4}\n")
 
