@@ -15,7 +15,7 @@ from facezip.infra.ray_runtime import quiet_state_api_users
 from facezip.models import create_codec
 from facezip.models.facenet import load_facenet
 from facezip.models.face_mask import centre_ellipse, face_mask
-from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
+from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
 from facezip.tasks.train.data import BatchMaker, _is_validation
 from facezip.tasks.train.loop import make_loss, warm_up
 from facezip.tasks.train.runner import check_resources, with_codec_lmbda
@@ -175,3 +175,13 @@ def test_a_local_ray_without_dashboard_silences_the_placement_group_cleaners_war
     assert placement_group_cleaner.logger.isEnabledFor(logging.WARNING)
     quiet_state_api_users()  # the worker_process_setup_hook of init_ray's local Ray
     assert not placement_group_cleaner.logger.isEnabledFor(logging.WARNING)
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "finetune"])
+def test_masked_cvae_trains_on_its_masked_loss_in_both_phases(phase):
+    codec = create_codec("masked-cvae")
+    resolved = with_codec_lmbda(load_config([], ["train.masked.adversarial=true"]), codec, phase)
+    loss = make_loss(phase, resolved.train, torch.device("cpu"), codec)
+    assert isinstance(loss, MaskedL1Loss) and loss.lmbda == 200.0 and loss.adversarial_weight == 10.0
+    plain = with_codec_lmbda(load_config([], []), codec, phase)
+    assert make_loss(phase, plain.train, torch.device("cpu"), codec).discriminator is None  # off by default

@@ -68,7 +68,8 @@ def load_faces(data: str, storage: Storage, ecfg) -> FaceSet:
         notes.append(f"limited to {len(chosen)} images (evaluate.max_images={ecfg.max_images})")
     selected = []
     for i in chosen:
-        fetch = (lambda i=i: inline[i]) if inline is not None else (lambda i=i: (storage.read_bytes(faces[i].source), None))
+        fetch = ((lambda i=i: inline[i]) if inline is not None
+                 else (lambda i=i: (storage.read_bytes(faces[i].source), None)))  # a file: no landmarks
         _decode(faces[i], fetch, ecfg.center_crop, ecfg.max_image_pixels)
         selected.append(faces[i])
     if ecfg.center_crop:
@@ -154,12 +155,8 @@ def _decode(face: Face, fetch: Callable[[], tuple[bytes | None, dict | None]], c
         return
     landmarks = landmarks_in_crop(geometry["landmarks"], geometry["crop_box"], *rgb.shape[:2]) if geometry else None
     if center_crop:
-        top, left = _crop_offset(rgb, center_crop)
+        top, left = (rgb.shape[0] - center_crop) // 2, (rgb.shape[1] - center_crop) // 2
         rgb = np.ascontiguousarray(rgb[top : top + center_crop, left : left + center_crop])
         landmarks = None if landmarks is None else landmarks - [left, top]
     face.rgb = rgb
     face.mask = face_mask(*rgb.shape[:2], landmarks)
-
-
-def _crop_offset(rgb: np.ndarray, size: int) -> tuple[int, int]:
-    return (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2

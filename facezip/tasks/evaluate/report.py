@@ -130,8 +130,8 @@ def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judge: str, has_p
             ("face_ms_ssim", "Face MS-SSIM", 4), ("face_ssim", "Face SSIM", 4), ("l1", "L1", 4),
             ("face_l1", "Face L1", 4))
     table2b = _table(["Codec", "Level", "bpp", *(f"{title} mean" for _, title, _ in face)],
-                     [[s["codec"], s["setting"], _fmt(s["bpp_mean"], 3), *(_fmt(s[f"{key}_mean"], d) for key, _, d in face)]
-                      for s in summaries])
+                     [[s["codec"], s["setting"], _fmt(s["bpp_mean"], 3),
+                       *(_fmt(s[f"{key}_mean"], d) for key, _, d in face)] for s in summaries])
     accuracy = "Verification acc (k-fold pairs)" if has_pairs else "Verification acc (no pairs)"
     table3 = _table(
         ["Codec", "Level", "bpp", "Cosine mean", "Cosine min", accuracy, "1-NN identity acc", "Faces not detected"],

@@ -52,7 +52,8 @@ def run_train(cfg: DictConfig, data: str, dest: str, phase: str, init_weights: s
     check_resources(cfg.train)
     codec = initial_codec(cfg, phase, init_weights, storage)
     cfg = with_codec_lmbda(cfg, codec, phase)
-    if phase == "finetune" and not codec.masked_loss:  # resolve (or convert) FaceNet once here: a missing file fails before Ray Train starts
+    # resolve (or convert) FaceNet once here: a missing file fails before Ray Train starts
+    if phase == "finetune" and not codec.masked_loss:
         load_facenet(cfg.train.finetune.facenet_weights, "cpu", storage)
     training_data = load_training_data(phase, data, storage, cfg.train)
     log.info("train %s: %s", phase, training_data.counts)
