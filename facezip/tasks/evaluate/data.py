@@ -81,10 +81,9 @@ def load_faces(data: str, storage: Storage, ecfg) -> FaceSet:
 def mask_notes(faces: list[Face]) -> list[str]:
     """How many face masks are the centre-ellipse fallback, and why (the report's notes)."""
     reasons = [face.mask.fallback for face in faces if face.mask is not None and face.mask.fallback]
-    if not reasons:
-        return []
     counts = ", ".join(f"{reasons.count(reason)} {reason}" for reason in sorted(set(reasons)))
-    return [f"{len(reasons)} faces used the centre-ellipse fallback for the face-region metrics ({counts})"]
+    return [f"{len(reasons)} faces used the centre-ellipse fallback for the face-region metrics"
+            + (f" ({counts})" if counts else "; the others' masks are fitted to their landmarks")]
 
 
 def pair_keys(faces: list[Face]) -> dict[str, int]:
