@@ -96,14 +96,21 @@ def test_run_on_generated_faces_writes_every_output(faces_dir, codec_weights, ti
     assert isinstance(bd[("webp", "psnr")]["bd_rate_percent"], float)
 
     for name in ("rows.csv", "rows.json", "summary.csv", "summary.json", "bjontegaard.csv", "report.md",
-                 "rate_psnr.png", "rate_ms_ssim.png", f"rate_identity_{tiny_judge.stem}.png",
-                 f"rate_verification_{tiny_judge.stem}.png", "samples.png", "_SUCCESS.json"):
+                 "rate_psnr.png", "rate_ms_ssim.png", "rate_face_psnr.png", "rate_face_ms_ssim.png",
+                 f"rate_identity_{tiny_judge.stem}.png", f"rate_verification_{tiny_judge.stem}.png", "samples.png",
+                 "_SUCCESS.json"):
         assert (dest / name).stat().st_size > 0, name
     rows = json.loads((dest / "rows.json").read_text())
     assert len(rows) == 12 * 7
     report = (dest / "report.md").read_text()
     assert "Table 1: compression" in report and "Table 4: Bjøntegaard" in report and "TorchScript" in report
     assert f"identity judged by {tiny_judge.stem}" in report and f"{tiny_judge.stem} cosine mean" in report
+    # a folder of images has no landmarks: every face is measured in the centre ellipse, and counted
+    assert "12 faces used the centre-ellipse fallback" in report and summary["face_mask_fallbacks"] == 12
+    assert "Face PSNR (dB) mean" in report
+    assert reference["face_psnr_mean"] == "inf" and reference["face_l1_mean"] == 0.0
+    assert jpeg[0]["face_psnr_mean"] < jpeg[2]["face_psnr_mean"]
+    assert all(isinstance(row["face_psnr"], float) for row in rows if row["codec"] == "jpeg")
     assert json.loads((dest / "_SUCCESS.json").read_text())["levels"] == summary["levels"]
     assert any(p.name.startswith("embeddings-") for p in (dest / "cache").iterdir())
 

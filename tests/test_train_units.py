@@ -14,7 +14,8 @@ from facezip.infra.config import load_config
 from facezip.infra.ray_runtime import quiet_state_api_users
 from facezip.models import create_codec
 from facezip.models.facenet import load_facenet
-from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
+from facezip.models.face_mask import centre_ellipse, face_mask
+from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
 from facezip.tasks.train.data import BatchMaker, _is_validation
 from facezip.tasks.train.loop import make_loss, warm_up
 from facezip.tasks.train.runner import check_resources, with_codec_lmbda
@@ -71,17 +72,31 @@ def test_facenet_loss_sees_the_face_box_and_needs_frozen_facenet():
 def test_batch_maker_pretrain_crops_and_finetune_boxes(astronaut):
     small = astronaut[:40, :50]  # smaller than the crop: reflect-padded, not refused
     batch = {"image_bytes": np.array([_png(astronaut), _png(small)], dtype=object)}
-    images, boxes = BatchMaker("pretrain", 64, 10**8)(batch, training=True)
-    assert images.shape == (2, 3, 64, 64) and boxes is None
-    val_a, _ = BatchMaker("pretrain", 64, 10**8)(batch, training=False)
-    val_b, _ = BatchMaker("pretrain", 64, 10**8)(batch, training=False)
+    images, boxes, masks = BatchMaker("pretrain", 64, 10**8)(batch, training=True)
+    assert images.shape == (2, 3, 64, 64) and boxes is None and masks is None
+    val_a, _, _ = BatchMaker("pretrain", 64, 10**8)(batch, training=False)
+    val_b, _, _ = BatchMaker("pretrain", 64, 10**8)(batch, training=False)
     assert torch.equal(val_a, val_b)  # validation crops are fixed
 
     face = {"image_bytes": np.array([_png(astronaut[:160, :160])], dtype=object),
             "face_box_in_crop": np.array([[40.0, 20.0, 120.0, 140.0]])}
-    images, boxes = BatchMaker("finetune", 64, 10**8)(face, training=True)
-    assert images.shape == (1, 3, 64, 64)
+    images, boxes, masks = BatchMaker("finetune", 64, 10**8)(face, training=True)
+    assert images.shape == (1, 3, 64, 64) and masks is None
     torch.testing.assert_close(boxes, torch.tensor([[16.0, 8.0, 48.0, 56.0]]))
+
+
+def test_batch_maker_gives_face_masks_from_landmarks_or_the_centre_ellipse(astronaut):
+    """Landmarks of a 200 px region (original pixels) resized to 64 px: the same mask as face_mask's."""
+    points = np.array([[55, 70], [105, 70], [80, 95], [60, 120], [100, 120]], dtype=float) * 1.25 + [10, 20]
+    rows = {"image_bytes": np.array([_png(astronaut[:160, :160])] * 2, dtype=object),
+            "face_box_in_crop": np.array([[40.0, 20.0, 120.0, 140.0]] * 2),
+            "landmarks": np.array([points.ravel(), None], dtype=object),
+            "crop_box": np.array([[10, 20, 210, 220], None], dtype=object)}
+    _, _, masks = BatchMaker("finetune", 64, 10**8, masks=True)(rows, training=True)
+    assert masks.shape == (2, 1, 64, 64)
+    expected = face_mask(64, 64, (points - [10, 20]) * 64 / 200)
+    assert expected.fallback is None and torch.equal(masks[0, 0], torch.from_numpy(expected.mask).float())
+    assert torch.equal(masks[1, 0], torch.from_numpy(centre_ellipse(64, 64)).float())
 
 
 def test_validation_split_follows_dataset_split_else_hash():
@@ -160,3 +175,13 @@ def test_a_local_ray_without_dashboard_silences_the_placement_group_cleaners_war
     assert placement_group_cleaner.logger.isEnabledFor(logging.WARNING)
     quiet_state_api_users()  # the worker_process_setup_hook of init_ray's local Ray
     assert not placement_group_cleaner.logger.isEnabledFor(logging.WARNING)
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "finetune"])
+def test_masked_cvae_trains_on_its_masked_loss_in_both_phases(phase):
+    codec = create_codec("masked-cvae")
+    resolved = with_codec_lmbda(load_config([], ["train.masked.adversarial=true"]), codec, phase)
+    loss = make_loss(phase, resolved.train, torch.device("cpu"), codec)
+    assert isinstance(loss, MaskedL1Loss) and loss.lmbda == 200.0 and loss.adversarial_weight == 10.0
+    plain = with_codec_lmbda(load_config([], []), codec, phase)
+    assert make_loss(phase, plain.train, torch.device("cpu"), codec).discriminator is None  # off by default

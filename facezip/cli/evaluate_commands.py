@@ -8,14 +8,16 @@ import sys
 from facezip.cli.common import CommandError, add_config_arguments, load
 from facezip.infra.readers import LAYOUTS, ReaderError
 
-_SHOWN = (("bpp_mean", "bpp", 3), ("psnr_mean", "PSNR", 2), ("ms_ssim_mean", "MS-SSIM", 4))
+_SHOWN = (("bpp_mean", "bpp", 3), ("psnr_mean", "PSNR", 2), ("ms_ssim_mean", "MS-SSIM", 4),
+          ("face_psnr_mean", "face PSNR", 2), ("face_ms_ssim_mean", "face MS-SSIM", 4))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="rate, quality and identity of facezip vs JPEG/WebP/AVIF; tables, plots, BD-rate",
         description="Compress the faces of DATA (an LFW folder with pairs.txt, CelebA, a folder of crops, or "
-                    "detect output) with each facezip model and each baseline level; write rows.csv/json, "
+                    "detect output) with each facezip model and each baseline level, over the whole image and "
+                    "inside the face mask (from detect's landmarks, else a centre ellipse); write rows.csv/json, "
                     "summary.csv/json, report.md, bjontegaard.csv and plots under DEST and log one MLflow run. "
                     "Settings: evaluate.* keys, e.g. evaluate.center_crop=160 evaluate.max_images=300.")
     parser.add_argument("data", metavar="DATA")

@@ -17,14 +17,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(DEST/ray unless train.storage_path) and DEST/_SUCCESS.json; run again to resume. "
                     "pretrain: DATA is any folder of photos (local or s3://), loss L1 + (1 - MS-SSIM). "
                     "finetune: DATA is a detect output (its faces/ Parquet), loss pixel L2 + FaceNet L2. "
+                    "masked-cvae trains in either phase on its own loss: face-masked L1 + KL (train.masked.*). "
                     "Settings: train.* keys, e.g. train.epochs=20 train.num_workers=2 train.cpus_per_worker=0.5.")
     parser.add_argument("data", metavar="DATA")
     parser.add_argument("dest", metavar="DEST")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     parser.add_argument("--phase", required=True, choices=("pretrain", "finetune"))
     parser.add_argument("--init", metavar="WEIGHTS",
-                        help="starting weights: a weights file, s3:// URI or models:/<name>/<version> "
-                             "(finetune default: codec.weights)")
+                        help="starting weights: a weights file, s3:// URI or models:/<name>/<version>, "
+                             "or 'scratch' for an untrained model (finetune default: codec.weights)")
     add_config_arguments(parser)
     parser.set_defaults(func=_train)
 

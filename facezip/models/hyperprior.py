@@ -112,7 +112,7 @@ class MeanScaleHyperprior(Codec):
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> list[bytes]:
-        self._require_tables()
+        require_cdf_tables(self.net.entropy_bottleneck, self.name)
         y = self.net.g_a(x)
         z = self.net.h_a(_pad_latents(y))
         bottleneck, conditional = self.net.entropy_bottleneck, self.net.gaussian_conditional
@@ -124,7 +124,7 @@ class MeanScaleHyperprior(Codec):
 
     @torch.no_grad()
     def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
-        self._require_tables()
+        require_cdf_tables(self.net.entropy_bottleneck, self.name)
         y_shape = (size[0] // Y_STRIDE, size[1] // Y_STRIDE)
         z_shape = (-(-y_shape[0] // Z_STRIDE), -(-y_shape[1] // Z_STRIDE))
         device = next(self.parameters()).device
@@ -177,10 +177,13 @@ class MeanScaleHyperprior(Codec):
             self._h_s64_cache = (key, copy.deepcopy(self.net.h_s).to("cpu", torch.float64))
         return self._h_s64_cache[1]
 
-    def _require_tables(self) -> None:
-        if self.net.entropy_bottleneck._offset.numel() == 0:
-            raise RuntimeError("mean-scale-hyperprior has no CDF tables: call refresh_entropy_model() "
-                               "after training (weights saved by facezip carry them)")
+
+
+def require_cdf_tables(bottleneck: torch.nn.Module, codec_name: str) -> None:
+    """Coding needs the CDF tables that ``refresh_entropy_model`` builds (and weights files carry)."""
+    if bottleneck._offset.numel() == 0:
+        raise RuntimeError(f"{codec_name} has no CDF tables: call refresh_entropy_model() "
+                           "after training (weights saved by facezip carry them)")
 
 
 def _pad_latents(y: torch.Tensor) -> torch.Tensor:

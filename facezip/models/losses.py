@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from facezip.models.facenet import standardize
+from facezip.models.masked_cvae import Discriminator
 
 MS_SSIM_LEVELS = 5  # pytorch-msssim's default 5-scale weights (Wang et al. 2003)
 FACENET_INPUT = 160  # InceptionResnetV1's training crop size
@@ -95,6 +96,45 @@ class FaceNetLoss(nn.Module):
         facenet_l2 = (self.embed_faces(x_hat, boxes) - target).pow(2).sum(1).mean()
         return {"pixel_l2": pixel_l2, "facenet_l2": facenet_l2,
                 "loss": self.pixel_weight * pixel_l2 + self.facenet_weight * facenet_l2}
+
+
+class MaskedL1Loss(nn.Module):
+    """masked-cvae's distortion in both phases: ``λ · L1_m(x, x̂)``, the mean absolute error over the
+    pixels of ``masks`` (``(N, 1, H, W)`` in {0, 1}, from ``facezip.models.face_mask``; the whole image
+    without), plus with ``adversarial_weight`` w: ``w · L_G``, DCGAN's generator loss
+    ``−log D(x̂)`` against a discriminator that this loss trains, one Adam step (DCGAN's lr 2e-4,
+    β1 0.5) on real ``x`` and fake ``x̂`` each time it is called with gradients on. The
+    discriminator is each worker's own (not all-reduced) and not checkpointed: a resumed run starts
+    it afresh."""
+
+    def __init__(self, lmbda: float = 1.0, adversarial_weight: float | None = None,
+                 discriminator_lr: float = 2e-4) -> None:
+        super().__init__()
+        self.lmbda, self.adversarial_weight = lmbda, adversarial_weight
+        self.discriminator = Discriminator() if adversarial_weight else None
+        self.discriminator_optimizer = (torch.optim.Adam(self.discriminator.parameters(), lr=discriminator_lr,
+                                                         betas=(0.5, 0.999)) if self.discriminator else None)
+
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor | None = None,
+                masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        weights = torch.ones_like(x[:, :1]) if masks is None else masks
+        l1 = ((x_hat - x).abs() * weights).sum() / (weights.sum() * x.shape[1]).clamp_min(1)
+        terms = {"masked_l1": l1, "loss": self.lmbda * l1}
+        if self.discriminator is None:
+            return terms
+        if torch.is_grad_enabled():
+            self._train_discriminator(x, x_hat.detach())
+        logits = self.discriminator(x_hat)
+        generator = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        return {**terms, "adversarial": generator, "loss": terms["loss"] + self.adversarial_weight * generator}
+
+    def _train_discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.discriminator_optimizer.step()
 
 
 def with_rate(terms: dict[str, torch.Tensor], bits: torch.Tensor, pixels: int,

@@ -34,6 +34,9 @@ class Codec(nn.Module, ABC):
     learns_rate: ClassVar[bool] = False
     # codecs shipped as a rate ladder (weights/<name>-l<N>.pt): the rung used when none is asked for
     default_level: ClassVar[int | None] = None
+    # True: trained on the face-masked L1 (+ an optional adversarial term) of losses.MaskedL1Loss in
+    # both phases, instead of the phase's loss
+    masked_loss: ClassVar[bool] = False
     # λ of R + λ·D per training phase when train.lmbda is unset; 1 leaves a fixed-rate codec's loss as it is
     default_lmbda: ClassVar[dict[str, float]] = {"pretrain": 1.0, "finetune": 1.0}
 

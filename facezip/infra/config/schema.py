@@ -79,9 +79,20 @@ class MeanScaleHyperpriorConfig:
 
 
 @dataclass
+class MaskedCVAEConfig:
+    """Architecture of a new masked-cvae model: 4 encoder widths (the decoder mirrors them), the
+    latent's channels and Δ, the quantisation step of the posterior mean."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 96, 128])
+    latent_channels: int = 48
+    quant_step: float = 0.5
+
+
+@dataclass
 class CodecArchitectures:
     binarized_cae: BinarizedCAEConfig = field(default_factory=BinarizedCAEConfig)
     mean_scale_hyperprior: MeanScaleHyperpriorConfig = field(default_factory=MeanScaleHyperpriorConfig)
+    masked_cvae: MaskedCVAEConfig = field(default_factory=MaskedCVAEConfig)
 
 
 @dataclass

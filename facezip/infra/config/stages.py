@@ -57,6 +57,18 @@ class FinetuneConfig:
 
 
 @dataclass
+class MaskedLossConfig:
+    """masked-cvae's loss, in both phases: λ · face-masked L1 (+ adversarial_weight · DCGAN generator
+    loss when ``adversarial``), with the KL as its rate (facezip.models.losses.MaskedL1Loss)."""
+
+    # a DCGAN discriminator beside the codec: off, as the bundled weights were trained (it doubles a
+    # CPU step's time, and a few hundred steps are too few for the adversarial game to settle)
+    adversarial: bool = False
+    adversarial_weight: float = 10.0  # the generator loss's scale, the paper's ×10
+    discriminator_lr: float = 2e-4  # DCGAN's Adam (β1 = 0.5)
+
+
+@dataclass
 class TrainConfig:
     """Two-phase codec training on Ray Train (``facezip train --phase pretrain|finetune``)."""
 
@@ -91,6 +103,7 @@ class TrainConfig:
     max_image_pixels: int = 40_000_000
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    masked: MaskedLossConfig = field(default_factory=MaskedLossConfig)
 
 
 @dataclass

@@ -3,6 +3,10 @@ its pairs, CelebA, a folder of crops) or the detect stage's output (``<dest>/fac
 
 Every input is accounted for: a file that cannot be decoded (or is smaller than the centre
 crop) stays in the set as a face with an ``error``, and becomes a failure row downstream.
+
+Each face gets its face mask (``facezip.models.face_mask``) for the face-region metrics: from the
+landmarks detect stored (mapped into the crop, and into the centre crop when asked), else the
+centre-ellipse fallback, which the notes count.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import pyarrow.dataset as ds
 from facezip.infra.images import ImageError, decode_image
 from facezip.infra.readers import IMAGE_COLUMN, LfwPair, Reader, arrow_filesystem, open_reader, parse_lfw_pairs
 from facezip.infra.storage import Storage, join
+from facezip.models.face_mask import FaceMask, face_mask, landmarks_in_crop
 
 DETECT_FACES_DIR = "faces"
+GEOMETRY_COLUMNS = ("landmarks", "crop_box")  # detect's: landmarks in original pixels, the region cropped
 
 
 @dataclass
@@ -29,6 +35,7 @@ class Face:
     source_bytes: int = 0
     rgb: np.ndarray | None = None
     error: str | None = None
+    mask: FaceMask | None = None  # the face region of rgb (set with it)
 
 
 @dataclass
@@ -50,7 +57,7 @@ def load_faces(data: str, storage: Storage, ecfg) -> FaceSet:
     faces = [Face(ref.id, ref.source_uri, ref.identity) for ref in reader.refs()]
     if not faces:
         raise ValueError(f"{data}: no images found (layout {reader.layout})")
-    inline = list(_parquet_images(reader, storage)) if reader.layout == "parquet" else None
+    inline = list(_parquet_rows(reader, storage)) if reader.layout == "parquet" else None
     pairs = (parse_lfw_pairs(storage.read_bytes(ecfg.pairs).decode("utf-8")) if ecfg.pairs
              else reader.metadata.get("pairs", []))
     notes = [f"{len(faces)} images, layout {reader.layout}" + (f", {len(pairs)} pairs" if pairs else "")]
@@ -61,12 +68,22 @@ def load_faces(data: str, storage: Storage, ecfg) -> FaceSet:
         notes.append(f"limited to {len(chosen)} images (evaluate.max_images={ecfg.max_images})")
     selected = []
     for i in chosen:
-        fetch = (lambda i=i: inline[i]) if inline is not None else (lambda i=i: storage.read_bytes(faces[i].source))
+        fetch = ((lambda i=i: inline[i]) if inline is not None
+                 else (lambda i=i: (storage.read_bytes(faces[i].source), None)))  # a file: no landmarks
         _decode(faces[i], fetch, ecfg.center_crop, ecfg.max_image_pixels)
         selected.append(faces[i])
     if ecfg.center_crop:
         notes.append(f"centre crops of {ecfg.center_crop}×{ecfg.center_crop} px")
+    notes += mask_notes(selected)
     return FaceSet(selected, pairs, notes)
+
+
+def mask_notes(faces: list[Face]) -> list[str]:
+    """How many face masks are the centre-ellipse fallback, and why (the report's notes)."""
+    reasons = [face.mask.fallback for face in faces if face.mask is not None and face.mask.fallback]
+    counts = ", ".join(f"{reasons.count(reason)} {reason}" for reason in sorted(set(reasons)))
+    return [f"{len(reasons)} faces used the centre-ellipse fallback for the face-region metrics"
+            + (f" ({counts})" if counts else "; the others' masks are fitted to their landmarks")]
 
 
 def pair_keys(faces: list[Face]) -> dict[str, int]:
@@ -86,12 +103,17 @@ def _resolvable(pairs: list[LfwPair], faces: list[Face], notes: list[str]) -> li
     return kept
 
 
-def _parquet_images(reader: Reader, storage: Storage) -> Iterator[bytes | None]:
-    """The ``image_bytes`` column, in the order of ``reader.refs()`` (the same dataset scan)."""
+def _parquet_rows(reader: Reader, storage: Storage) -> Iterator[tuple[bytes | None, dict | None]]:
+    """``(image bytes, {landmarks, crop_box} or None)`` in the order of ``reader.refs()`` (the same
+    dataset scan); the geometry where the table has detect's columns."""
     fs, path = storage.fs(reader.src)
     dataset = ds.dataset(path, format="parquet", filesystem=arrow_filesystem(fs))
-    for batch in dataset.to_batches(columns=[IMAGE_COLUMN]):
-        yield from batch.column(0).to_pylist()
+    geometry = [c for c in GEOMETRY_COLUMNS if c in dataset.schema.names]
+    geometry = geometry if len(geometry) == len(GEOMETRY_COLUMNS) else []
+    for batch in dataset.to_batches(columns=[IMAGE_COLUMN, *geometry]):
+        for row in batch.to_pylist():
+            usable = geometry and all(row[c] is not None for c in geometry)
+            yield row[IMAGE_COLUMN], ({c: row[c] for c in geometry} if usable else None)
 
 
 def _limit(faces: list[Face], pairs: list[LfwPair], max_images: int) -> tuple[list[int], list[LfwPair]]:
@@ -117,9 +139,11 @@ def _limit(faces: list[Face], pairs: list[LfwPair], max_images: int) -> tuple[li
     return sorted(keys), chosen
 
 
-def _decode(face: Face, fetch: Callable[[], bytes | None], center_crop: int | None, max_pixels: int) -> None:
+def _decode(face: Face, fetch: Callable[[], tuple[bytes | None, dict | None]], center_crop: int | None,
+            max_pixels: int) -> None:
     try:
-        data = fetch() or b""  # a Parquet row without image bytes is an empty image
+        data, geometry = fetch()
+        data = data or b""  # a Parquet row without image bytes is an empty image
         face.source_bytes = len(data)
         rgb = decode_image(data, max_pixels).rgb
     except (OSError, ImageError) as exc:
@@ -128,9 +152,10 @@ def _decode(face: Face, fetch: Callable[[], bytes | None], center_crop: int | No
     if center_crop and min(rgb.shape[:2]) < center_crop:
         face.error = f"{face.source}: {rgb.shape[1]}×{rgb.shape[0]} is smaller than center_crop={center_crop}"
         return
-    face.rgb = _center_crop(rgb, center_crop) if center_crop else rgb
-
-
-def _center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    top, left = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
-    return np.ascontiguousarray(rgb[top : top + size, left : left + size])
+    landmarks = landmarks_in_crop(geometry["landmarks"], geometry["crop_box"], *rgb.shape[:2]) if geometry else None
+    if center_crop:
+        top, left = (rgb.shape[0] - center_crop) // 2, (rgb.shape[1] - center_crop) // 2
+        rgb = np.ascontiguousarray(rgb[top : top + center_crop, left : left + center_crop])
+        landmarks = None if landmarks is None else landmarks - [left, top]
+    face.rgb = rgb
+    face.mask = face_mask(*rgb.shape[:2], landmarks)

@@ -17,9 +17,10 @@ from facezip.tasks.evaluate.codecs import Coded, Level
 from facezip.tasks.evaluate.data import FaceSet, pair_keys
 from facezip.models.recognizer import identity_key
 from facezip.tasks.evaluate.identity import Judging, kfold_verification, nearest_neighbour_accuracy
-from facezip.tasks.evaluate.metrics import QUALITY_METRICS, quality_metrics, rate_metrics, summarize
+from facezip.tasks.evaluate.metrics import (FACE_METRICS, QUALITY_METRICS, face_metrics, quality_metrics,
+                                            rate_metrics, summarize)
 
-SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS)
+SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS, *FACE_METRICS)
 WORST_SHARE = 5  # percent: "worst 5 %" is the 5th percentile of a cosine, the 95th of a distance
 
 FindFaces = Callable[[list[np.ndarray]], np.ndarray]  # faces → (N,) 1.0 where MTCNN finds a face
@@ -142,8 +143,8 @@ def _measure(level: Level, face, coded: Coded, judges: list[Judging]) -> dict:
     height, width = face.rgb.shape[:2]
     return {**_base(level, face), "status": "ok", "error": "", "height": height, "width": width,
             **rate_metrics(coded.n_bytes, height, width, face.source_bytes),
-            **quality_metrics(face.rgb, coded.decoded), **{j.column: math.nan for j in judges},
-            "face_found": math.nan}
+            **quality_metrics(face.rgb, coded.decoded), **face_metrics(face.rgb, coded.decoded, face.mask.mask),
+            **{j.column: math.nan for j in judges}, "face_found": math.nan}
 
 
 def _failure(level: Level, face, error: str | None) -> dict:

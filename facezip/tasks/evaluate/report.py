@@ -14,10 +14,12 @@ from facezip.tasks.evaluate.bdrate import bd_quality, bd_rate
 from facezip.tasks.evaluate.codecs import REFERENCE
 
 ROW_COLUMNS = ("label", "codec", "setting", "key", "identity", "source", "status", "error", "height", "width",
-               "bytes", "bpp", "ratio_raw", "ratio_source", "psnr", "ms_ssim", "ssim", "l1", "l2")
+               "bytes", "bpp", "ratio_raw", "ratio_source", "psnr", "ms_ssim", "ssim", "l1", "l2", "face_psnr",
+               "face_ms_ssim", "face_ssim", "face_l1")
 # BD metric name → the level-summary column holding its quality value; "identity" and
 # "verification" expand to one column per judge
-BD_COLUMNS = {"psnr": "psnr_mean", "ms_ssim": "ms_ssim_mean", "ssim": "ssim_mean"}
+BD_COLUMNS = {"psnr": "psnr_mean", "ms_ssim": "ms_ssim_mean", "ssim": "ssim_mean",
+              "face_psnr": "face_psnr_mean", "face_ms_ssim": "face_ms_ssim_mean"}
 BD_METRICS = (*BD_COLUMNS, "identity", "verification")
 
 
@@ -151,6 +153,12 @@ def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judges: Sequence[
     table2 = _table(["Codec", "Level", *(f"{title} {s}" for _, title, _ in quality for s in stats)],
                     [[s["codec"], s["setting"], *(v for key, _, d in quality for v in _stats(s, key, d))]
                      for s in summaries])
+    face = (("psnr", "PSNR (dB)", 2), ("face_psnr", "Face PSNR (dB)", 2), ("ms_ssim", "MS-SSIM", 4),
+            ("face_ms_ssim", "Face MS-SSIM", 4), ("face_ssim", "Face SSIM", 4), ("l1", "L1", 4),
+            ("face_l1", "Face L1", 4))
+    table2b = _table(["Codec", "Level", "bpp", *(f"{title} mean" for _, title, _ in face)],
+                     [[s["codec"], s["setting"], _fmt(s["bpp_mean"], 3),
+                       *(_fmt(s[f"{key}_mean"], d) for key, _, d in face)] for s in summaries])
     identity = "".join(f"\n## Table 3{'abcdefgh'[i]}: identity judged by {judge.name}{_judge_role(judge)}\n\n"
                        f"{_identity_table(summaries, judge, has_pairs)}\n" for i, judge in enumerate(judges))
     table4 = _table(["Codec", "vs", "Quality metric", "Points", "BD-rate (%)", "BD-quality", "Note"],
@@ -158,7 +166,10 @@ def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judges: Sequence[
                       _fmt(r["bd_quality"], 4), r["note"]] for r in bd_rows])
     header = "\n".join(f"- {note}" for note in [*_judge_notes(judges), *notes])
     return (f"# facezip evaluation\n\n{header}\n\n## Table 1: compression (per image)\n\n{table1}\n"
-            f"\n## Table 2: quality (per image; L1/L2 on pixels in [0, 1])\n\n{table2}\n{identity}"
+            f"\n## Table 2: quality (per image; L1/L2 on pixels in [0, 1])\n\n{table2}\n"
+            f"\n## Table 2b: face region vs whole image (means; face mask from the landmarks, see the notes "
+            f"for centre-ellipse fallbacks; face PSNR and L1 over the mask's pixels, face MS-SSIM and SSIM on "
+            f"its bounding box, MS-SSIM not measured where that box is under 33 px)\n\n{table2b}\n{identity}"
             f"\n## Table 4: Bjøntegaard deltas (rate = mean bpp; negative BD-rate = fewer bits; identity metrics "
             f"name their judge)\n\n{table4}\n")
 

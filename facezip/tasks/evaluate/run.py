@@ -1,9 +1,10 @@
 """``run_evaluate``: every face through every codec level, then tables, plots and one MLflow run.
 
 Files under ``dest``: ``rows.csv/json`` (one row per face and level, failures included),
-``summary.csv/json`` (one row per level, with encode / decode ms per image), ``bjontegaard.csv``
-(every codec curve against each of ``evaluate.bd_anchors``), ``report.md``, ``rate_*.png``,
-``samples.png``, the embedding cache (``cache/``) and, last, ``_SUCCESS.json``.
+``summary.csv/json`` (one row per level, with encode / decode ms per image; whole-image and
+face-region metrics side by side), ``bjontegaard.csv``
+(every codec curve against each of ``evaluate.bd_anchors``), ``report.md``, ``rate_*.png`` (whole
+image and face region), ``samples.png``, the embedding cache (``cache/``) and, last, ``_SUCCESS.json``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def run_evaluate(cfg: DictConfig, data: str, dest: str) -> dict:
         "headline_judge": headline_judge(judges).name,
         "images": len(faceset.faces), "unreadable_inputs": sum(face.rgb is None for face in faceset.faces),
         "pairs": len(faceset.pairs), "folds": faceset.folds, "notes": faceset.notes,
+        "face_mask_fallbacks": sum(bool(face.mask and face.mask.fallback) for face in faceset.faces),
         "levels": summaries, "bjontegaard": bd_rows, "outputs": outputs,
         "mlflow_run_id": run.info.run_id if run else None})
     storage.write_bytes_atomic(join(dest, SUCCESS), to_json(summary))
@@ -123,6 +125,8 @@ def _render(faceset: FaceSet, results: list[LevelResult], summaries: list[dict],
         "report.md": markdown(summaries, bd_rows, judges, has_pairs, faceset.notes).encode(),
         "rate_psnr.png": rate_curve(summaries, "psnr_mean", "PSNR (dB)"),
         "rate_ms_ssim.png": rate_curve(summaries, "ms_ssim_mean", "MS-SSIM"),
+        "rate_face_psnr.png": rate_curve(summaries, "face_psnr_mean", "face-region PSNR (dB)"),
+        "rate_face_ms_ssim.png": rate_curve(summaries, "face_ms_ssim_mean", "face-region MS-SSIM"),
     }
     for judge in judges:
         better = "higher" if judge.higher_is_better else "lower"

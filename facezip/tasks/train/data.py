@@ -2,7 +2,8 @@
 
 Phase 1 (``pretrain``) reads any folder of photos through ``facezip.infra.readers``; phase 2
 (``finetune``) reads the ``faces/`` Parquet written by ``detect`` (or a folder of Parquet files
-with the same ``image_bytes`` + ``face_box_in_crop`` columns). Every image is decoded once on the
+with the same ``image_bytes`` + ``face_box_in_crop`` columns, and ``landmarks`` + ``crop_box`` for
+the face masks of a masked loss, which fall back to the centre ellipse without them). Every image is decoded once on the
 driver's Ray cluster to account for it: unreadable ones are skipped and counted with their reason.
 Rows keep their encoded bytes, the workers decode each batch, so random crops change every epoch.
 """
@@ -23,9 +24,11 @@ from torchvision.transforms import v2
 from facezip.infra.images import ImageError, decode_image
 from facezip.infra.readers import IMAGE_COLUMN, arrow_filesystem, open_reader
 from facezip.infra.storage import Storage, join
+from facezip.models.face_mask import face_mask, landmarks_in_crop
 
 PHASES = ("pretrain", "finetune")
 BOX_COLUMN = "face_box_in_crop"
+GEOMETRY_COLUMNS = ("landmarks", "crop_box")  # detect's landmarks (original pixels) and the region cropped
 FACES_DIR = "faces"
 VAL_SPLITS = ("val", "valid", "validation", "test")
 MAX_SKIPPED_EXAMPLES = 20
@@ -77,7 +80,7 @@ def _read(phase: str, src: str, storage: Storage):
     missing = {IMAGE_COLUMN, BOX_COLUMN} - set(dataset.schema().names)
     if missing:
         raise ValueError(f"{path_uri}: not face crops from detect, missing column(s) {', '.join(sorted(missing))}")
-    columns = [c for c in ("id", "split", IMAGE_COLUMN, BOX_COLUMN) if c in dataset.schema().names]
+    columns = [c for c in ("id", "split", IMAGE_COLUMN, BOX_COLUMN, *GEOMETRY_COLUMNS) if c in dataset.schema().names]
     return dataset.select_columns(columns)
 
 
@@ -122,25 +125,40 @@ def _is_validation(image_id: str, split: str | None, val_fraction: float) -> boo
     return digest / 0xFFFFFFFF < val_fraction
 
 
+Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]  # images, boxes, masks
+
+
 class BatchMaker:
-    """Worker side: encoded rows → ``(images (N,3,S,S) in [0,1], boxes (N,4) or None)``.
+    """Worker side: encoded rows → ``(images (N,3,S,S) in [0,1], boxes (N,4) or None, masks
+    (N,1,S,S) or None)``.
 
     Pretraining: a random ``S×S`` crop (reflect-padded when the photo is smaller) and a random
-    horizontal flip in training, the centre crop for validation. Fine-tuning: the face crop
-    resized to ``S×S`` and its face box scaled with it.
+    horizontal flip in training, the centre crop for validation; no boxes, no masks. Fine-tuning:
+    the face crop resized to ``S×S`` and its face box scaled with it; with ``masks`` its face mask
+    (``facezip.models.face_mask``) at ``S×S``, for a masked loss.
     """
 
-    def __init__(self, phase: str, crop_size: int, max_pixels: int) -> None:
-        self.phase, self.crop_size, self.max_pixels = phase, crop_size, max_pixels
+    def __init__(self, phase: str, crop_size: int, max_pixels: int, masks: bool = False) -> None:
+        self.phase, self.crop_size, self.max_pixels, self.masks = phase, crop_size, max_pixels, masks
         self.random_crop = v2.Compose([v2.RandomCrop(crop_size, pad_if_needed=True, padding_mode="reflect"),
                                        v2.RandomHorizontalFlip()])
 
-    def __call__(self, batch: dict[str, np.ndarray], training: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(self, batch: dict[str, np.ndarray], training: bool) -> Batch:
         images = [decode_image(data, self.max_pixels).rgb for data in batch[IMAGE_COLUMN]]
         if self.phase == "finetune":
-            return self._faces(images, batch[BOX_COLUMN])
+            images, boxes = self._faces(images, batch[BOX_COLUMN])
+            return images, boxes, self._masks(batch) if self.masks else None
         crop = self.random_crop if training else self._centre_crop
-        return torch.stack([crop(_to_float(rgb)) for rgb in images]), None
+        return torch.stack([crop(_to_float(rgb)) for rgb in images]), None, None
+
+    def _masks(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
+        """Face masks at crop size from detect's landmarks (the centre ellipse for rows without them)."""
+        size, count = self.crop_size, len(batch[IMAGE_COLUMN])
+        geometry = [batch[c] if c in batch else [None] * count for c in GEOMETRY_COLUMNS]
+        masks = [face_mask(size, size, None if landmarks is None or crop_box is None
+                           else landmarks_in_crop(landmarks, crop_box, size, size)).mask
+                 for landmarks, crop_box in zip(*geometry)]
+        return torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
 
     def _centre_crop(self, image: torch.Tensor) -> torch.Tensor:
         short = self.crop_size - min(image.shape[-2:])

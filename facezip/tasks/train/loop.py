@@ -24,10 +24,10 @@ from torch import nn
 
 from facezip.models.coding import encode_images, to_uint8
 from facezip.models.facenet import load_facenet
-from facezip.models.losses import FaceNetLoss, PretrainLoss, ms_ssim_score, psnr, with_rate
+from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, psnr, with_rate
 from facezip.models.recognizer import Recognizer, RecognizerOptions, identity_key, load_recognizers
 from facezip.models.registry import Codec, create_codec
-from facezip.tasks.train.data import BatchMaker
+from facezip.tasks.train.data import Batch, BatchMaker
 from facezip.tasks.train.tracking import RunLogger
 
 CHECKPOINT_FILE = "state.pt"
@@ -52,11 +52,11 @@ def train_loop(config: dict[str, Any]) -> None:
     trainable = trainable_names(codec, list(tcfg.trainable))
     for name, parameter in codec.named_parameters():
         parameter.requires_grad_(name in trainable)
-    loss_fn = make_loss(phase, tcfg, device)
+    loss_fn = make_loss(phase, tcfg, device, codec)
     optimizers = make_optimizers(codec, phase, tcfg)
     start_epoch, step = restore(codec, optimizers)
     model = _prepare_model(codec)
-    batches = BatchMaker(phase, int(tcfg.crop_size), int(tcfg.max_image_pixels))
+    batches = BatchMaker(phase, int(tcfg.crop_size), int(tcfg.max_image_pixels), masks=codec.masked_loss)
     validator = _Validator(batches, loss_fn, val_judges(phase, tcfg), device, config["mlflow"], step) \
         if rank == 0 else None
     if validator and start_epoch == 0:
@@ -102,8 +102,13 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def make_loss(phase: str, tcfg: Any, device: torch.device) -> nn.Module:
-    """The phase's loss; ``train.lmbda`` was resolved by the driver (``runner.with_codec_lmbda``)."""
+def make_loss(phase: str, tcfg: Any, device: torch.device, codec: Codec | None = None) -> nn.Module:
+    """The phase's loss, or the codec's masked loss in both phases (``Codec.masked_loss``);
+    ``train.lmbda`` was resolved by the driver (``runner.with_codec_lmbda``)."""
+    if codec is not None and codec.masked_loss:
+        masked = tcfg.masked
+        return MaskedL1Loss(tcfg.lmbda, masked.adversarial_weight if masked.adversarial else None,
+                            masked.discriminator_lr).to(device)
     if phase == "pretrain":
         return PretrainLoss(tcfg.pretrain.l1_weight, tcfg.pretrain.ms_ssim_weight, tcfg.lmbda)
     facenet = load_facenet(tcfg.finetune.facenet_weights, device)
@@ -189,21 +194,20 @@ def restore(codec: Codec, optimizers: list[torch.optim.Optimizer]) -> tuple[int,
     return int(state["epoch"]), int(state["step"])
 
 
-def objective(model: nn.Module, codec: Codec, loss_fn: nn.Module, images: torch.Tensor,
-              boxes: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``(x̂, loss terms)``: the phase's distortion loss, plus the estimated rate for codecs that learn it."""
+def objective(model: nn.Module, codec: Codec, loss_fn: nn.Module, batch: Batch,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``(x, x̂, loss terms)``: the loss on the batch (with its face masks when it has them), plus the
+    estimated rate for codecs that learn it."""
+    images, boxes, masks = (None if t is None else t.to(device) for t in batch)
     out = model(images)
     pixels = images.shape[0] * images.shape[2] * images.shape[3]
-    return out["x_hat"], with_rate(loss_fn(out["x_hat"], images, boxes), out["bits"], pixels, codec.learns_rate)
+    terms = loss_fn(out["x_hat"], images, boxes, **({} if masks is None else {"masks": masks}))
+    return images, out["x_hat"], with_rate(terms, out["bits"], pixels, codec.learns_rate)
 
 
 def train_step(model: nn.Module, codec: Codec, loss_fn: nn.Module, optimizers: list[torch.optim.Optimizer],
-               batch: tuple[torch.Tensor, torch.Tensor | None], device: torch.device,
-               clip_grad_norm: float | None = None) -> dict[str, float]:
-    images, boxes = batch
-    images = images.to(device)
-    boxes = boxes.to(device) if boxes is not None else None
-    _, terms = objective(model, codec, loss_fn, images, boxes)
+               batch: Batch, device: torch.device, clip_grad_norm: float | None = None) -> dict[str, float]:
+    _, _, terms = objective(model, codec, loss_fn, batch, device)
     main, *aux = optimizers
     main.zero_grad(set_to_none=True)
     terms["loss"].backward()
@@ -225,11 +229,8 @@ class _Validator:
     def __init__(self, batches: BatchMaker, loss_fn: nn.Module, judges: list[Recognizer], device: torch.device,
                  mlflow_target: dict | None, step: int) -> None:
         cfg_rows = ray.train.get_dataset_shard("val")
-        self.images, self.boxes = [], []
-        for batch in cfg_rows.iter_batches(batch_size=8, batch_format="numpy"):
-            images, boxes = batches(batch, training=False)
-            self.images.append(images)
-            self.boxes.append(boxes)
+        self.batches = [batches(batch, training=False)
+                        for batch in cfg_rows.iter_batches(batch_size=8, batch_format="numpy")]
         self.loss_fn, self.judges, self.device = loss_fn, judges, device
         self.logger = RunLogger(mlflow_target["uri"], mlflow_target["run_id"]) if mlflow_target else None
         self.last_time, self.last_step = time.monotonic(), step
@@ -252,32 +253,31 @@ class _Validator:
         codec.eval()  # deterministic binarization: the same val batch gives the same loss
         sums: dict[str, float] = {}
         count, bits, pixels = 0, 0, 0
-        originals, decoded = [], []
+        faces, decoded_faces = [], []  # for the judges
         coder = copy.deepcopy(codec)  # fresh entropy tables without touching the buffers DDP keeps in sync
         coder.refresh_entropy_model()
-        for images, boxes in zip(self.images, self.boxes):
-            x = images.to(self.device)
-            x_hat, terms = objective(codec, codec, self.loss_fn, x, boxes.to(self.device) if boxes is not None else None)
+        for batch in self.batches:
+            x, x_hat, terms = objective(codec, codec, self.loss_fn, batch, self.device)
             values = {**{k: float(v) for k, v in terms.items()}, "psnr": float(psnr(x_hat, x).mean()),
                       "ms_ssim": float(ms_ssim_score(x_hat, x))}
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value * len(x)
-            uint8 = to_uint8(images)
-            originals += list(uint8)
-            decoded += list(to_uint8(x_hat.cpu()))
-            bits += sum(8 * len(fz) for fz in encode_images(coder, list(uint8)))
-            pixels += images.shape[0] * images.shape[2] * images.shape[3]
+            uint8 = list(to_uint8(x))
+            faces += uint8
+            decoded_faces += list(to_uint8(x_hat.cpu()))
+            bits += sum(8 * len(fz) for fz in encode_images(coder, uint8))
+            pixels += x.shape[0] * x.shape[2] * x.shape[3]
             count += len(x)
         metrics = {f"val_{k}": v / count for k, v in sums.items()}
         metrics["val_bpp"] = bits / pixels  # real .fz files (codes + xz + header), not an estimate
         if "val_facenet_l2" in metrics:  # unit embeddings: squared distance = 2 − 2·cos
             metrics["val_facenet_cosine"] = 1.0 - metrics["val_facenet_l2"] / 2.0
         for judge in self.judges:  # does what the loss's FaceNet keeps carry over to other recognizers?
-            values = judge.compare(judge.embed(originals), judge.embed(decoded))
+            values = judge.compare(judge.embed(faces), judge.embed(decoded_faces))
             metrics[f"val_{identity_key(judge.name, f'mean_{judge.measure}')}"] = float(values.mean())
         if self.logger:
             self.logger.metrics(metrics, step)
-            originals = self.images[0][:GRID_IMAGES]
+            originals = self.batches[0][0][:GRID_IMAGES]
             self.logger.reconstruction_grid(originals, codec(originals.to(self.device))["x_hat"].cpu(), epoch)
         codec.train(was_training)
         self.last_time, self.last_step = time.monotonic(), step  # the pace counts training steps only

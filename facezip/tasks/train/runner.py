@@ -35,13 +35,15 @@ from facezip.tasks.train.tracking import log_trained_model, worker_visible_uri
 
 log = logging.getLogger(__name__)
 SUCCESS_FILE = "_SUCCESS.json"
+SCRATCH = "scratch"  # --init scratch: an untrained model in either phase (masked-cvae trains on faces alone)
 
 
 def run_train(cfg: DictConfig, data: str, dest: str, phase: str, init_weights: str | None = None) -> dict[str, Any]:
     """Train the codec ``cfg.codec.name`` on ``data`` (``phase`` = pretrain | finetune).
 
-    ``init_weights``: the starting model (a weights file, ``s3://`` URI or ``models:/name/version``).
-    Pretraining starts from it or from scratch; fine-tuning from it or else ``codec.weights``.
+    ``init_weights``: the starting model (a weights file, ``s3://`` URI or ``models:/name/version``),
+    or ``scratch`` for an untrained one. Pretraining starts from it or from scratch; fine-tuning from
+    it or else ``codec.weights``.
     """
     if phase not in PHASES:
         raise ValueError(f"phase '{phase}' is not one of {', '.join(PHASES)}")
@@ -50,7 +52,8 @@ def run_train(cfg: DictConfig, data: str, dest: str, phase: str, init_weights: s
     check_resources(cfg.train)
     codec = initial_codec(cfg, phase, init_weights, storage)
     cfg = with_codec_lmbda(cfg, codec, phase)
-    if phase == "finetune":  # resolve (or convert) FaceNet once here: a missing file fails before Ray Train starts
+    # resolve (or convert) FaceNet once here: a missing file fails before Ray Train starts
+    if phase == "finetune" and not codec.masked_loss:
         load_facenet(cfg.train.finetune.facenet_weights, "cpu", storage)
     training_data = load_training_data(phase, data, storage, cfg.train)
     log.info("train %s: %s", phase, training_data.counts)
@@ -103,6 +106,7 @@ def check_resources(tcfg: Any) -> None:
 def initial_codec(cfg: DictConfig, phase: str, init_weights: str | None, storage: Storage) -> Codec:
     """The model training starts from (its weights are copied into every worker)."""
     source = init_weights or (cfg.codec.weights if phase == "finetune" else None)
+    source = None if source == SCRATCH else source
     arch = OmegaConf.to_container(cfg.codecs.get(cfg.codec.name.replace("-", "_"), {}), resolve=True)
     if source is None:
         torch.manual_seed(int(cfg.seed))  # the same untrained start on every run
