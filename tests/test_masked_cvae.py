@@ -15,7 +15,7 @@ from archive_support import archive_config, write_crops
 from facezip.infra.storage import Storage
 from facezip.models import create_codec
 from facezip.models.coding import decode_file, decode_files, encode_images
-from facezip.models.container import PAYLOAD_STORED, read_header
+from facezip.models.container import PAYLOAD_STORED, FzFormatError, FzHeader, pack_fz, read_header
 from facezip.models.loading import codec_from_bytes, load_codec, weights_to_bytes
 from facezip.models.losses import MaskedL1Loss, with_rate
 from facezip.tasks.archive import restore_records, run_archive, run_verify
@@ -156,3 +156,13 @@ def test_archive_restore_and_verify(ray_local, codec, tmp_path):
         image = np.asarray(Image.open(path).convert("RGB"))
         restored = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png"))
         np.testing.assert_array_equal(restored, decode_file(codec, encode_images(codec, [image])[0]))
+
+
+def test_a_hostile_stream_is_an_error_not_a_crash(codec):
+    """8 bytes claiming a 2048×2048 image: CompressAI's decoder would read far past their end; in the
+    guarded helper process that is one FzFormatError, and the next decode still works."""
+    header = FzHeader(codec.name, codec.weights_hash(), 2048, 2048)
+    with pytest.raises(FzFormatError, match="entropy decoder"):
+        decode_file(codec, pack_fz(header, b"\xff" * 8, stored=True))
+    face = np.zeros((32, 32, 3), np.uint8)
+    assert decode_file(codec, encode_images(codec, [face])[0]).shape == (32, 32, 3)

@@ -139,7 +139,7 @@ class MeanScaleHyperprior(Codec):
     def min_payload_bytes(self, height: int, width: int) -> int:
         """Half the information the hyper-latents carry even when every one takes its most
         probable value (rANS output is within a few bytes of it), plus the framing."""
-        self._require_tables()
+        require_cdf_tables(self.net.entropy_bottleneck, self.name)
         bottleneck = self.net.entropy_bottleneck
         cdf, lengths = bottleneck._quantized_cdf.double(), bottleneck._cdf_length.long()
         freqs = cdf[:, 1:] - cdf[:, :-1]

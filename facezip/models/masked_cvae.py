@@ -43,6 +43,7 @@ from compressai.models.base import CompressionModel
 from torch import nn
 
 from facezip.models.hyperprior import require_cdf_tables
+from facezip.models.rans_guard import guarded_decoding
 from facezip.models.registry import Codec, register_codec
 
 STRIDE = 16  # four stride-2 layers
@@ -132,7 +133,8 @@ class MaskedCVAE(Codec):
     @torch.no_grad()
     def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
         require_cdf_tables(self.entropy_bottleneck, self.name)
-        y_hat = self.entropy_bottleneck.decompress(list(payloads), (size[0] // STRIDE, size[1] // STRIDE))
+        with guarded_decoding(self.entropy_bottleneck):  # a hostile string cannot crash the process
+            y_hat = self.entropy_bottleneck.decompress(list(payloads), (size[0] // STRIDE, size[1] // STRIDE))
         device = next(self.parameters()).device
         return self.decoder(self.step * y_hat.to(device)).clamp_(0, 1)
 
