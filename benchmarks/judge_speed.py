@@ -9,21 +9,14 @@ judge and the ratio to FaceNet (the training network, batched), all measured in 
 from __future__ import annotations
 
 import argparse
-import time
 
-from codec_speed import face_crops
+from codec_speed import best_rate, face_crops
 
 from facezip.models.recognizer import load_recognizer
 
 
 def best_ms_per_face(work, count: int, repeats: int) -> float:
-    """The fastest of ``repeats`` runs (the least disturbed by other load), per face."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best / count
+    return 1000 / best_rate(work, count, repeats)
 
 
 def main() -> None:
