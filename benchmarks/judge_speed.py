@@ -27,7 +27,8 @@ def main() -> None:
     args = parser.parse_args()
     crops, source = face_crops(args.images)
     facenet, dlib = load_recognizer("facenet"), load_recognizer("dlib-resnet")
-    facenet.embed(crops[:1]), dlib.embed(crops[:1])  # warm-up: model files, first-call allocations
+    for judge in (facenet, dlib):  # warm-up: model files, first-call allocations
+        judge.embed(crops[:1])
     timings = {
         "facenet, batched": best_ms_per_face(lambda: facenet.embed(crops, args.batch), len(crops), args.repeats),
         "dlib-resnet, batched": best_ms_per_face(lambda: dlib.embed(crops, args.batch), len(crops), args.repeats),
