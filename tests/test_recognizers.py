@@ -58,6 +58,8 @@ def test_an_image_against_itself_is_distance_zero_and_damage_moves_it_away(dlib_
     assert distances[0] == 0.0
     assert 0.0 < distances[1] < distances[2]  # q90 nearer than q5
     assert dlib_judge.passes(distances[:2], 0.6).all() and not dlib_judge.passes(np.array([0.61]), 0.6).any()
+    every_pair = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)  # what 1-NN ranks, negated
+    np.testing.assert_allclose(dlib_judge.pairwise_scores(vectors, vectors), -every_pair, atol=1e-5)
 
 
 def test_odd_sizes_grey_sources_and_pickling(dlib_judge, astronaut):

@@ -91,8 +91,10 @@ class Recognizer(ABC):
 
     def pairwise_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """(N, M) scores, higher = more alike, of every row of ``a`` against every row of ``b``."""
-        if self.measure == DISTANCE:
-            return -np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
+        if self.measure == DISTANCE:  # |a − b|² = |a|² + |b|² − 2a·b: no (N, M, D) difference array
+            a, b = a.astype(np.float64), b.astype(np.float64)
+            squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+            return -np.sqrt(np.maximum(squared, 0.0))
         unit = [x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in (a, b)]
         return unit[0] @ unit[1].T
 

@@ -37,8 +37,9 @@ class Coded:
     identity_scores: dict[str, float] | None = None  # judge → its measure of the stored face vs the original
     identity_similarity: float | None = None  # the facenet judge's cosine (the index column predating judges)
     lossless_fallback: bool = False
-    raised: bool = False  # stored above the start rung (or lossless)
-    raised_by: list[str] = field(default_factory=list)  # the judges that failed the face at the start rung
+    # the judges that failed the face at the start rung: non-empty exactly when it was stored
+    # above the start rung (or lossless)
+    raised_by: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def encode_faces(rungs: Sequence[Rung], images: Sequence[np.ndarray], floor: Flo
             if step == 0:
                 raised_by[i] = [name for name, failed in failing.items() if failed[k]]
             out[i] = _coded(rung, images[i], payload, {name: float(s[k]) for name, s in scores.items()},
-                            raised=step > 0, raised_by=raised_by[i])
+                            raised_by[i])
         todo = [i for k, i in enumerate(todo) if any(failed[k] for failed in failing.values())]
         if not todo:
             break
@@ -112,11 +113,11 @@ def _header(codec: Codec, image: np.ndarray) -> FzHeader:
 
 
 def _coded(rung: Rung, image: np.ndarray, payload: bytes, scores: dict[str, float] | None = None,
-           raised: bool = False, raised_by: list[str] | None = None) -> Coded:
+           raised_by: list[str] | None = None) -> Coded:
     codec = rung.codec
     record = pack_record(_header(codec, image), payload, codec.xz_options, stored=codec.entropy_coded)
     return Coded(record, len(payload), codec.name, codec.weights_hash(), rung.model, rung.level, scores,
-                 (scores or {}).get(FACENET), raised=raised, raised_by=raised_by or [])
+                 (scores or {}).get(FACENET), raised_by=raised_by or [])
 
 
 def _lossless(image: np.ndarray, floor: Floor, raised_by: list[str]) -> Coded:
@@ -128,7 +129,7 @@ def _lossless(image: np.ndarray, floor: Floor, raised_by: list[str]) -> Coded:
     header = FzHeader(LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, *image.shape[:2])
     scores = {j.name: 1.0 if j.higher_is_better else 0.0 for j in floor.judges}
     return Coded(pack_record(header, payload, stored=True), len(payload), LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH,
-                 "lossless", None, scores, scores.get(FACENET), lossless_fallback=True, raised=True,
+                 "lossless", None, scores, scores.get(FACENET), lossless_fallback=True,
                  raised_by=raised_by)
 
 
@@ -146,8 +147,9 @@ class IdentityTally:
     def add(self, row: dict) -> None:
         if row["lossless_fallback"] or row["level"] is not None:  # no ladder: nothing to count per level
             self.levels[LOSSLESS_CODEC if row["lossless_fallback"] else str(row["level"])] += 1
-        self.raised += bool(row["raised"])
-        self.raised_by.update(row.get("raised_by") or [])
+        raised_by = row.get("raised_by") or []
+        self.raised += bool(raised_by)
+        self.raised_by.update(raised_by)
         self.fallbacks += bool(row["lossless_fallback"])
         for judge, value in dict(row.get("identity_scores") or {}).items():  # Arrow maps read as pairs
             self.scores.setdefault(judge, []).append(value)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from facezip.models.recognizer import identity_key
 from facezip.tasks.evaluate.codecs import Coded, Level
 from facezip.tasks.evaluate.data import FaceSet, pair_keys
-from facezip.models.recognizer import identity_key
 from facezip.tasks.evaluate.identity import Judging, kfold_verification, nearest_neighbour_accuracy
 from facezip.tasks.evaluate.metrics import (FACE_METRICS, QUALITY_METRICS, face_metrics, quality_metrics,
                                             rate_metrics, summarize)
@@ -78,51 +78,51 @@ def summarize_level(result: LevelResult, faceset: FaceSet, judges: list[Judging]
     checked = [row["face_found"] for row in ok if not math.isnan(row["face_found"])]
     summary["faces_not_detected"] = int(sum(1 for found in checked if not found)) if checked else None
     ok_index = [i for i, row in enumerate(rows) if row["status"] == "ok"]
+    pairs = _usable_pairs(faceset, set(ok_index))
     for judging in judges:
-        summary.update(_judge_summary(judging, result, faceset, originals, ok_index))
-    summary.update(_pair_counts(next(iter(result.embeddings.values())), faceset))
+        summary.update(_judge_summary(judging, result, faceset, originals, ok_index, pairs))
+    summary.update({"verification_pairs": len(pairs.same), "verification_folds": len(set(pairs.fold)),
+                    "pairs_skipped": len(faceset.pairs) - len(pairs.same)})
     return summary
 
 
+@dataclass
+class _Pairs:
+    """The pairs whose two faces were both coded: face indexes, same person or not, fold."""
+
+    first: list[int]
+    second: list[int]
+    same: np.ndarray
+    fold: np.ndarray
+
+
+def _usable_pairs(faceset: FaceSet, ok: set[int]) -> _Pairs:
+    """Pairs with a failed face are left out of verification."""
+    position = pair_keys(faceset.faces)
+    usable = [p for p in faceset.pairs if position[p.id1] in ok and position[p.id2] in ok]
+    return _Pairs([position[p.id1] for p in usable], [position[p.id2] for p in usable],
+                  np.array([p.same for p in usable], dtype=bool), np.array([p.fold for p in usable]))
+
+
 def _judge_summary(judging: Judging, result: LevelResult, faceset: FaceSet, originals: dict[str, np.ndarray],
-                   ok_index: list[int]) -> dict:
-    """One judge's columns: mean and worst 5 % of its measure, verification and 1-NN accuracy."""
+                   ok_index: list[int], pairs: _Pairs) -> dict:
+    """One judge's columns: mean and worst 5 % of its measure, k-fold pair verification and 1-NN
+    accuracy on the decoded faces."""
     judge, name = judging.judge, judging.judge.name
-    values = np.array([row[judging.column] for row in result.rows if row["status"] == "ok"], dtype=np.float64)
+    values = np.array([result.rows[i][judging.column] for i in ok_index], dtype=np.float64)
     values = values[~np.isnan(values)]
     worst_percentile = WORST_SHARE if judge.higher_is_better else 100 - WORST_SHARE
     decoded, original = result.embeddings[name], originals[name]
     nn, counted = nearest_neighbour_accuracy(judge.pairwise_scores(decoded[ok_index], original[ok_index]),
                                              [faceset.faces[i].identity for i in ok_index])
-    verification = _verification(judge, decoded, faceset)
+    similarity = judge.score(judge.compare(decoded[pairs.first], decoded[pairs.second]))
+    verification = kfold_verification(similarity, pairs.same, pairs.fold)
     return {identity_key(name, f"mean_{judge.measure}"): float(values.mean()) if len(values) else math.nan,
             identity_key(name, f"worst5_{judge.measure}"):
                 float(np.percentile(values, worst_percentile)) if len(values) else math.nan,
             identity_key(name, "verification_accuracy"): verification.accuracy,
             identity_key(name, "verification_std"): verification.std,
             identity_key(name, "nn_accuracy"): nn, "nn_faces": counted}
-
-
-def _usable_pairs(embeddings: np.ndarray, faceset: FaceSet) -> list:
-    position = pair_keys(faceset.faces)
-    return [p for p in faceset.pairs if not (np.isnan(embeddings[position[p.id1]]).any()
-                                            or np.isnan(embeddings[position[p.id2]]).any())]
-
-
-def _verification(judge, embeddings: np.ndarray, faceset: FaceSet):
-    """k-fold pair verification on decoded faces; pairs with a failed face are left out."""
-    position = pair_keys(faceset.faces)
-    usable = _usable_pairs(embeddings, faceset)
-    a = embeddings[[position[p.id1] for p in usable]]
-    b = embeddings[[position[p.id2] for p in usable]]
-    return kfold_verification(judge.score(judge.compare(a, b)), np.array([p.same for p in usable], dtype=bool),
-                              np.array([p.fold for p in usable]))
-
-
-def _pair_counts(embeddings: np.ndarray, faceset: FaceSet) -> dict:
-    usable = _usable_pairs(embeddings, faceset)
-    return {"verification_pairs": len(usable), "verification_folds": len({p.fold for p in usable}),
-            "pairs_skipped": len(faceset.pairs) - len(usable)}
 
 
 def _judge(coded: list[tuple[int, Coded]], rows: list[dict], judges: list[Judging],

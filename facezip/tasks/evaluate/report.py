@@ -42,12 +42,10 @@ def bd_columns(metrics: Sequence[str], judges: Sequence[Recognizer], has_pairs: 
     for metric in metrics:
         if metric in BD_COLUMNS:
             columns.append((BD_COLUMNS[metric], 1))
-        for judge in judges:
-            sign = 1 if judge.higher_is_better else -1
-            if metric == "identity":
-                columns.append((identity_key(judge.name, f"mean_{judge.measure}"), sign))
-            elif metric == "verification":
-                columns.append((accuracy_column(judge, has_pairs), 1))
+        elif metric == "identity":
+            columns += [(identity_key(j.name, f"mean_{j.measure}"), 1 if j.higher_is_better else -1) for j in judges]
+        else:  # verification
+            columns += [(accuracy_column(j, has_pairs), 1) for j in judges]
     return columns
 
 

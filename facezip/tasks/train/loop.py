@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
@@ -232,6 +233,7 @@ class _Validator:
         self.batches = [batches(batch, training=False)
                         for batch in cfg_rows.iter_batches(batch_size=8, batch_format="numpy")]
         self.loss_fn, self.judges, self.device = loss_fn, judges, device
+        self.judged_faces: dict[str, np.ndarray] = {}  # the fixed validation faces, embedded once per judge
         self.logger = RunLogger(mlflow_target["uri"], mlflow_target["run_id"]) if mlflow_target else None
         self.last_time, self.last_step = time.monotonic(), step
 
@@ -273,7 +275,9 @@ class _Validator:
         if "val_facenet_l2" in metrics:  # unit embeddings: squared distance = 2 − 2·cos
             metrics["val_facenet_cosine"] = 1.0 - metrics["val_facenet_l2"] / 2.0
         for judge in self.judges:  # does what the loss's FaceNet keeps carry over to other recognizers?
-            values = judge.compare(judge.embed(faces), judge.embed(decoded_faces))
+            if judge.name not in self.judged_faces:
+                self.judged_faces[judge.name] = judge.embed(faces)
+            values = judge.compare(self.judged_faces[judge.name], judge.embed(decoded_faces))
             metrics[f"val_{identity_key(judge.name, f'mean_{judge.measure}')}"] = float(values.mean())
         if self.logger:
             self.logger.metrics(metrics, step)
