@@ -70,8 +70,8 @@ def seeds(models) -> dict[str, list[tuple[str, bytes, dict]]]:
 
     from facezip.models.coding import encode_images, encode_payloads
     from facezip.models.container import FzHeader
-    from facezip.tasks.archive.layout import (INDEX_SCHEMA, LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, pack_record,
-                                              parquet_bytes)
+    from facezip.infra.storage import parquet_bytes
+    from facezip.tasks.archive.layout import INDEX_SCHEMA, LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, pack_record
 
     rng = np.random.default_rng(0)
     face = np.clip(rng.normal(128, 40, (32, 48, 3)), 0, 255).astype(np.uint8)

@@ -123,3 +123,78 @@ def test_verify_of_a_deleted_bucket_or_an_empty_prefix_fails(s3_bucket, capsys):
     assert f"no archive at {bucket}/archive" in capsys.readouterr().err
     assert main(["verify", "s3://no-such-bucket-facezip/archive", *common]) == 1
     assert "no archive at s3://no-such-bucket-facezip/archive" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bucket_deleted_mid_archive_is_one_line_and_a_rerun_completes(ray_local, s3_bucket, tmp_path, capsys):
+    from archive_support import index_rows, write_crops, write_random_weights
+
+    storage, bucket = s3_bucket
+    fs = storage.fs(bucket)[0]
+    name = bucket.removeprefix("s3://")
+    weights = write_random_weights(tmp_path / "random.pt")
+    write_crops(tmp_path / "crops", 48, seed=6)
+    args = ["archive", str(tmp_path / "crops"), f"{bucket}/archive", f"codec.weights={weights}",
+            f"storage.endpoint_url={storage.endpoint_url}", "storage.max_attempts=1", "tracking.enabled=false",
+            "archive.records_per_shard=4", "archive.batch_size=4", "archive.num_actors=1", "--quiet"]
+
+    def delete_bucket_once_the_run_began() -> None:  # its journal is there; its workers are starting
+        while not fs.exists(f"{name}/archive/_RUN.json"):
+            time.sleep(0.01)
+        fs.rm(f"{name}/archive", recursive=True)
+        fs.rmdir(name)
+
+    deleter = threading.Thread(target=delete_bucket_once_the_run_began, daemon=True)
+    deleter.start()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"facezip archive: error: storage: cannot write {bucket}/archive/"), err
+    assert "bucket does not exist" in err[0]
+    deleter.join(timeout=10)
+
+    fs.mkdir(name)  # the bucket is back, empty: the rerun archives everything
+    assert main(args) == 0
+    ids = sorted(r["id"] for r in index_rows(f"{bucket}/archive", storage))
+    assert ids == sorted(p.stem for p in (tmp_path / "crops").glob("*.png"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (a real full disk: ENOSPC); needs the privilege to mount."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({mounted.stderr.strip()})")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.mark.slow
+def test_full_disk_mid_archive_is_one_line_leaves_no_debris_and_a_rerun_completes(ray_local, small_disk, tmp_path,
+                                                                                  capsys, monkeypatch):
+    from archive_support import shard_bytes, write_crops, write_random_weights
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    weights = write_random_weights(tmp_path / "random.pt")
+    write_crops(tmp_path / "crops", 64, seed=7)
+    args = lambda dest: ["archive", str(tmp_path / "crops"), str(dest), f"codec.weights={weights}",  # noqa: E731
+                         "tracking.enabled=false", "archive.records_per_shard=4", "archive.batch_size=4",
+                         "archive.num_actors=1", "--quiet"]
+    assert main(args(tmp_path / "reference")) == 0
+    capsys.readouterr()
+
+    dest = small_disk / "archive"
+    assert main(args(dest)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("facezip archive: error: disk full or file too large writing "), err
+    files = [p for p in dest.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if ".tmp-" in p.name or p.stat().st_size == 0]
+
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)  # space again
+    assert main(args(dest)) == 0
+    assert shard_bytes(dest) == shard_bytes(tmp_path / "reference")
+    parts = lambda root: {p.name: p.read_bytes() for p in (root / "index").glob("*.parquet")}  # noqa: E731
+    assert parts(dest) == parts(tmp_path / "reference")
+    assert main(["verify", str(dest), "tracking.enabled=false", "--quiet"]) == 0

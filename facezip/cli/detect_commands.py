@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dest", metavar="DEST")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     parser.add_argument("--layout", choices=LAYOUTS, help="layout of SRC (default: detect.layout, i.e. auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_arguments(parser)
     parser.set_defaults(func=_detect)
 
@@ -30,7 +31,7 @@ def _detect(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *([f"detect.layout={args.layout}"] if args.layout else [])]
     cfg = load(args, overrides)
     try:
-        summary = run_detect(cfg, args.src, args.dest)
+        summary = run_detect(cfg, args.src, args.dest, progress=not args.quiet)
     except ValueError as exc:  # ReaderError (bad SRC) or a device that is not there
         raise CommandError(str(exc)) from None
     except AccountingError as exc:

@@ -75,14 +75,19 @@ class Reader(ABC):
         """How many images ``refs()`` yields (streams the listing again; holds nothing)."""
         return sum(1 for _ in self.refs())
 
+    def ref_tables(self) -> Iterator[pa.Table]:
+        """``refs()`` as Arrow tables (``REF_SCHEMA``), streamed; facezip.infra.slices reads their bytes."""
+        return _ref_tables(self.refs())
+
     def to_ray_dataset(self):
         """Columns ``id, source_uri, identity, split, image_bytes, read_error``; bytes are read in Ray tasks."""
+        import ray
         import ray.data
 
-        blocks = list(_ref_tables(self.refs()))
+        blocks = [ray.put(table) for table in self.ref_tables()]  # the driver keeps references, not rows
         if not blocks:
             raise ReaderError(f"{self.src}: no images found (layout {self.layout})")
-        return ray.data.from_arrow(blocks).map_batches(
+        return ray.data.from_arrow_refs(blocks).map_batches(
             _ReadBytes(self.storage), batch_format="pyarrow", batch_size=None)
 
 
@@ -151,24 +156,35 @@ class ParquetReader(Reader):
     column the id is a hash of the image bytes (identical images then share an id)."""
 
     def refs(self) -> Iterator[ImageRef]:
-        import pyarrow.dataset as ds
-
-        fs, path = self.storage.fs(self.src)
-        dataset = ds.dataset(path, format="parquet", filesystem=arrow_filesystem(fs))
-        names = dataset.schema.names
-        if IMAGE_COLUMN not in names:
-            raise ReaderError(f"{self.src}: Parquet dataset has no '{IMAGE_COLUMN}' column "
-                              f"(columns: {', '.join(names)})")
-        columns = [c for c in REF_SCHEMA.names if c in names] + ([] if "id" in names else [IMAGE_COLUMN])
-        for batch in dataset.to_batches(columns=columns):
-            for row in batch.to_pylist():
-                yield ImageRef(**_parquet_ref(row, self.src))
+        for table in self.ref_tables():
+            for row in table.select(REF_SCHEMA.names).to_pylist():
+                yield ImageRef(**row)
 
     def count(self) -> int:
         import pyarrow.dataset as ds
 
         fs, path = self.storage.fs(self.src)
         return ds.dataset(path, format="parquet", filesystem=arrow_filesystem(fs)).count_rows()
+
+    def ref_tables(self) -> Iterator[pa.Table]:
+        """With ``part`` (the file's URL) and ``row`` (in that file): a worker reads just those rows' bytes."""
+        import pyarrow.dataset as ds
+
+        fs, path = self.storage.fs(self.src)
+        dataset = ds.dataset(path, format="parquet", filesystem=arrow_filesystem(fs))
+        if IMAGE_COLUMN not in dataset.schema.names:
+            raise ReaderError(f"{self.src}: Parquet dataset has no '{IMAGE_COLUMN}' column "
+                              f"(columns: {', '.join(dataset.schema.names)})")
+        columns = [c for c in REF_SCHEMA.names if c in dataset.schema.names]
+        columns += [] if "id" in columns else [IMAGE_COLUMN]
+        for fragment in dataset.get_fragments():
+            start = 0
+            for batch in fragment.to_batches(columns=columns):
+                table = pa.Table.from_pylist([_parquet_ref(row, self.src) for row in batch.to_pylist()],
+                                             schema=REF_SCHEMA)
+                yield table.append_column("part", pa.array([_uri_like(self.src, fragment.path)] * len(table))
+                                          ).append_column("row", pa.array(range(start, start + len(table)), pa.int64()))
+                start += len(table)
 
     def to_ray_dataset(self):
         import ray.data
@@ -249,23 +265,28 @@ def arrow_filesystem(fs):
     return PyFileSystem(FSSpecHandler(fs))
 
 
+def read_image_bytes(table: pa.Table, storage: Storage) -> pa.Table:
+    """Each ref's bytes appended as ``image_bytes``; a failed read becomes a ``read_error``."""
+    contents, errors = [], []
+    for uri in table.column("source_uri").to_pylist():
+        try:
+            contents.append(storage.read_bytes(uri))
+            errors.append(None)
+        except (OSError, ValueError) as exc:  # missing, permission, network: the row survives
+            contents.append(None)
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return table.append_column(IMAGE_COLUMN, pa.array(contents, pa.binary())).append_column(
+        "read_error", pa.array(errors, pa.string()))
+
+
 class _ReadBytes:
-    """Ray batch function: fetch each ref's bytes; a failed read becomes a ``read_error``."""
+    """Ray batch function: ``read_image_bytes`` with the reader's storage."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        contents, errors = [], []
-        for uri in table.column("source_uri").to_pylist():
-            try:
-                contents.append(self.storage.read_bytes(uri))
-                errors.append(None)
-            except (OSError, ValueError) as exc:  # missing, permission, network: the row survives
-                contents.append(None)
-                errors.append(f"{type(exc).__name__}: {exc}")
-        return table.append_column(IMAGE_COLUMN, pa.array(contents, pa.binary())).append_column(
-            "read_error", pa.array(errors, pa.string()))
+        return read_image_bytes(table, self.storage)
 
 
 class _NormaliseParquetRows:

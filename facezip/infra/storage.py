@@ -36,7 +36,8 @@ class Storage:
         if not is_remote(url) or not url.startswith(("s3://", "s3a://")):
             return {}
         # botocore's timeouts and retries, and s3fs's own retry loop, bounded the same way
-        opts: dict[str, Any] = {"anon": self.anon, "config_kwargs": {
+        # no listing cache: workers in other processes add files the driver must see when it lists
+        opts: dict[str, Any] = {"anon": self.anon, "use_listings_cache": False, "config_kwargs": {
             "connect_timeout": self.connect_timeout_s, "read_timeout": self.read_timeout_s,
             "retries": {"max_attempts": self.max_attempts, "mode": "standard"}}}
         if self.endpoint_url:
@@ -81,7 +82,10 @@ class Storage:
                     os.unlink(tmp)
                 raise
             return
-        fs.pipe_file(path, data)
+        try:
+            fs.pipe_file(path, data)
+        except OSError as exc:  # s3fs words some failures without the key (e.g. a bucket deleted mid-run)
+            raise OSError(f"cannot write {url}: {exc}") from exc
 
     def exists(self, url: str) -> bool:
         fs, path = self.fs(url)
@@ -104,6 +108,17 @@ def storage_failure(exc: BaseException) -> str | None:
             return f"disk full or file too large writing {seen.filename or 'output'}: {seen.strerror}"
         seen = seen.__cause__ or seen.__context__
     return f"storage: {exc}" if isinstance(exc, OSError) else None
+
+
+def parquet_bytes(table, row_group_rows: int | None = None) -> bytes:
+    """``table`` as a zstd Parquet file, written the same way every time (reruns give the same bytes)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_rows)
+    return sink.getvalue()
 
 
 def is_remote(url: str) -> bool:

@@ -8,7 +8,7 @@ from typing import Optional
 
 @dataclass
 class DetectConfig:
-    """MTCNN face detection and cropping (facenet-pytorch), run as a Ray Data actor pool."""
+    """MTCNN face detection and cropping (facenet-pytorch), run on a pool of Ray actors."""
 
     layout: str = "auto"  # auto | celeba | lfw | folder | parquet (see facezip.infra.readers)
     image_size: int = 160  # crops are image_size × image_size
@@ -25,7 +25,9 @@ class DetectConfig:
     # a JPEG/PNG that decodes although its decoder reports damage (corrupt data, premature end,
     # CRC errors) is rejected as `damaged`; true keeps it with the damage in its notes
     accept_damaged: bool = False
-    rows_per_file: int = 2000  # Parquet rows per output file (≈ 80 MB of 160 px PNG crops)
+    # input images per worker task; each task writes its own faces/ and rejected/ part files
+    # (a part of 500 160 px PNG crops is ≈ 20 MB)
+    rows_per_file: int = 500
     contact_sheet_faces: int = 36  # sample crops in the MLflow contact sheet
 
 
@@ -110,8 +112,9 @@ class TrainConfig:
 class ArchiveConfig:
     """Bulk compression into xz shards with a Parquet index (``facezip archive``)."""
 
-    records_per_shard: int = 1000  # a shard closes at this many records or target_shard_mb, whichever first
-    target_shard_mb: float = 64.0
+    # inputs per shard: each worker encodes and commits one shard of this many inputs at a time
+    # (rejected inputs are listed in its stats), so a rerun rebuilds a lost shard byte for byte
+    records_per_shard: int = 1000
     batch_size: int = 32  # images per codec batch in an encoder actor
     num_actors: Optional[int] = None  # None: one encoder actor per cluster CPU
     cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve Ray's read tasks on small hosts

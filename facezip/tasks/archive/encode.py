@@ -1,14 +1,14 @@
-"""The Ray Data actor that turns input rows into archive records (batched codec on CPU or GPU).
+"""Turning input rows into archive records (batched codec on CPU or GPU), inside an archive worker.
 
 Every input row comes out as one row: ``archived`` (with its record and how it was coded: rung,
-identity similarity, lossless fallback), ``skipped`` (already in the archive) or ``rejected``
-(with the reason), so nothing is lost between input and index.
+identity similarity, lossless fallback) or ``rejected`` (with the reason), so nothing is lost
+between input and index. (What the archive already holds was skipped before slicing.)
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +20,7 @@ from facezip.tasks.archive.floor import Floor, encode_faces
 from facezip.tasks.archive.ladder import Rung
 from facezip.tasks.archive.layout import IDENTITY_SCORES, unsafe_id
 
+DUPLICATE_COLUMN = "duplicate"  # set by the driver on every input after the first with the same id
 ENCODED_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_uri", pa.string()), ("identity", pa.string()), ("split", pa.string()),
     ("source_sha256", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
@@ -28,23 +29,6 @@ ENCODED_SCHEMA = pa.schema([
     ("level", pa.int32()), ("identity_similarity", pa.float32()), ("lossless_fallback", pa.bool_()),
     ("identity_scores", IDENTITY_SCORES), ("raised_by", pa.list_(pa.string())),
 ])
-
-
-@dataclass
-class SkipRules:
-    """What the archive already holds. Normal runs skip ids already committed (resuming after
-    a crash); incremental runs skip (source URI, content hash) pairs already archived and give
-    a changed source a new version of its id."""
-
-    incremental: bool = False
-    done_ids: set[str] = field(default_factory=set)
-    archived_keys: set[tuple[str, str]] = field(default_factory=set)
-    versions: dict[str, int] = field(default_factory=dict)
-
-    def skips(self, image_id: str, source_uri: str, content_sha256: str) -> bool:
-        if self.incremental:
-            return (source_uri, content_sha256) in self.archived_keys
-        return image_id in self.done_ids
 
 
 @dataclass(frozen=True)
@@ -62,13 +46,13 @@ class EncoderSettings:
     thresholds: dict[str, float] | None = None  # the identity floor's, per judge; None = no floor
     judges: Any = None  # ObjectRef of the floor's judges (FaceNet's weights are large)
     accept_damaged: bool = False
+    versions: Any = None  # ObjectRef of {id: latest version in the archive} (an archive's ids can be millions)
 
 
 class ArchiveEncoder:
-    """Callable class for ``Dataset.map_batches``: codecs and judge are loaded once per actor."""
+    """Codecs and judges loaded once per worker; called on batches of input rows."""
 
-    def __init__(self, settings: EncoderSettings, rules: Any) -> None:
-        """``rules``: ObjectRef of the run's ``SkipRules`` (an archive's ids can be millions)."""
+    def __init__(self, settings: EncoderSettings) -> None:
         import ray
 
         device = resolve_device(settings.device)
@@ -78,7 +62,7 @@ class ArchiveEncoder:
         if settings.judges is not None:
             self.floor = Floor([judge.to(device) for judge in ray.get(settings.judges)], settings.thresholds)
         self.settings = settings
-        self.rules: SkipRules = ray.get(rules)
+        self.versions: dict[str, int] = ray.get(settings.versions)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -99,12 +83,13 @@ class ArchiveEncoder:
             return {**result, "reason": "read_error", "detail": row.get("read_error") or "no image bytes"}, None
         if why := unsafe_id(row["id"]):  # restore writes <out>/<id>.png: the id must stay below <out>
             return {**result, "reason": "unsafe_id", "detail": f"id {row['id']!r} is not a safe file name ({why})"}, None
-        if self.rules.skips(row["id"], row["source_uri"], result["source_sha256"]):
-            return {**result, "status": "skipped", "reason": "already_archived"}, None
+        if row.get(DUPLICATE_COLUMN):
+            return {**result, "reason": "duplicate_id",
+                    "detail": f"another input of this run already has id {row['id']!r}"}, None
         try:
             decoded = decode_image(data, self.settings.max_pixels, self.settings.accept_damaged)
         except ImageError as exc:
             return {**result, "reason": exc.reason, "detail": str(exc)}, None
-        result.update(status="archived", version=self.rules.versions.get(row["id"], 0) + 1,
+        result.update(status="archived", version=self.versions.get(row["id"], 0) + 1,
                       detail="; ".join(decoded.notes) or None)
         return result, decoded.rgb

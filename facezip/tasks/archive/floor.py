@@ -154,6 +154,14 @@ class IdentityTally:
         for judge, value in dict(row.get("identity_scores") or {}).items():  # Arrow maps read as pairs
             self.scores.setdefault(judge, []).append(value)
 
+    def merge(self, other: "IdentityTally") -> None:
+        self.levels.update(other.levels)
+        self.raised += other.raised
+        self.raised_by.update(other.raised_by)
+        self.fallbacks += other.fallbacks
+        for judge, values in other.scores.items():
+            self.scores.setdefault(judge, []).extend(values)
+
     def summary(self, floor: Floor | None) -> dict:
         judges = {j.name: j for j in floor.judges} if floor else {}
         return {"faces_per_level": dict(sorted(self.levels.items())), "raised_faces": self.raised,

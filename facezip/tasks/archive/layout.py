@@ -8,13 +8,11 @@ An archive root holds ``shards/NNNNN.xz`` (records back to back), ``index/NNNNN.
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 import struct
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from facezip.infra.storage import Storage, join
 from facezip.models.container import (DEFAULT_MAX_DECODE_PIXELS, FzFormatError, FzHeader, check_decode_size,
@@ -140,12 +138,6 @@ def committed_shards(root: str, storage: Storage) -> list[int]:
 
 def read_json(url: str, storage: Storage) -> dict:
     return json.loads(storage.read_bytes(url))
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue()
 
 
 def json_bytes(data: dict) -> bytes:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,26 +14,30 @@ import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from facezip.infra.ray_runtime import cluster_cpus, init_ray
+from tqdm import tqdm
+
 from facezip.infra.readers import open_reader
+from facezip.infra.slices import InputSlice, run_on_actors
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.infra.tracking import start_run
 from facezip.models.loading import weights_to_bytes
-from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings, SkipRules
-from facezip.tasks.archive.floor import Floor, build_floor
+from facezip.tasks.archive.encode import EncoderSettings
+from facezip.tasks.archive.floor import Floor, IdentityTally, build_floor
 from facezip.tasks.archive.ladder import Rung, encoding_rungs
-from facezip.tasks.archive.integrity import read_index
 from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, SUCCESS, committed_shards, json_bytes,
                                           read_json, stats_url)
-from facezip.tasks.archive.shards import ShardWriter
+from facezip.tasks.archive.plan import (INPUTS_SHA256, RUN_JOURNAL, Journal, Planner, PlanError, SkipRules,
+                                        listing_fingerprint, open_journal, slice_fingerprint)
+from facezip.tasks.archive.shards import ArchiveWorker, ShardResult
 
 def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False, progress: bool = True) -> dict:
     """Archive every image of ``src`` (a detect output's face crops, or any dataset
     ``open_reader`` reads) into ``dest``; returns the summary also written to ``_SUCCESS.json``.
 
-    Shards already committed in ``dest`` are kept: a normal run skips their ids (resuming after
-    a crash), an incremental run skips inputs whose source URI and content are archived."""
+    Workers encode slices of ``archive.records_per_shard`` inputs and commit each as its own
+    shard. A normal run skips ids already archived; an incremental run skips inputs whose source
+    URI and content are archived. A rerun after a crash resumes the interrupted run's plan."""
     import ray  # Ray loads only when a stage runs, not for every CLI call
-    from ray.data import ActorPoolStrategy
 
     storage = Storage.from_config(cfg.storage)
     settings = cfg.archive
@@ -40,41 +45,88 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
     floor = build_floor(settings, storage)
     model = _model_summary(rungs, floor)
     reader = open_reader(src, storage)  # a finished detect output reads as its face crops
+    listed, listing_sha256 = listing_fingerprint(reader)
     remove_stale_temporaries(dest)
+    journal, resuming = open_journal(dest, storage, src, incremental, settings.records_per_shard, listing_sha256)
     _remove(join(dest, SUCCESS), storage)  # until this run succeeds, dest must not look complete
-    rules, first_shard = skip_rules(dest, storage, incremental)
+    planner = Planner(SkipRules.before(dest, storage, incremental, journal.base_shard), storage)
+    committed = set(committed_shards(dest, storage)) if resuming else set()
     started = time.monotonic()
     with start_run(cfg, "archive", tags={"facezip.stage": "archive"}) as run:
         init_ray(cfg.ray)
-        writer = ShardWriter(dest, storage, first_shard, settings.records_per_shard,
-                             int(settings.target_shard_mb * 2**20), progress=progress)
         encoder = EncoderSettings(
             rungs[0].codec.name, ray.put(tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)),
             cfg.device, settings.batch_size, settings.max_image_pixels,
             floor.thresholds if floor else None, ray.put(list(floor.judges)) if floor else None,
-            settings.accept_damaged)
-        with _preserve_order():
-            # Small blocks (streaming, order kept) so every actor gets work even from one big Parquet file.
-            inputs = reader.to_ray_dataset().repartition(target_num_rows_per_block=4 * settings.batch_size)
-            encoded = inputs.map_batches(
-                ArchiveEncoder, fn_constructor_kwargs={"settings": encoder, "rules": ray.put(rules)},
-                batch_size=settings.batch_size, batch_format="pyarrow",
-                compute=ActorPoolStrategy(size=settings.num_actors or max(1, int(cluster_cpus()))),
-                num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor)
-            for batch in encoded.iter_batches(batch_format="pyarrow", batch_size=None):
-                writer.add(batch)
-        writer.close()
-        summary = _summary(src, dest, incremental, writer, model, floor, time.monotonic() - started)
+            settings.accept_damaged, ray.put(planner.rules.versions))
+        worker = {"settings": encoder, "root": dest,
+                  "storage": storage, "archived_at": journal.archived_at}
+        tally = RunTally()
+        with tqdm(total=listed, desc="archive", unit="img", disable=not progress) as bar:
+            jobs = _jobs(planner.slices(reader, settings.records_per_shard), journal, committed, dest, storage, tally)
+            for result in run_on_actors(ArchiveWorker, worker, jobs, actors=settings.num_actors or
+                                        max(1, int(cluster_cpus())), num_cpus=settings.cpus_per_actor,
+                                        num_gpus=settings.gpus_per_actor):
+                tally.add(result)
+                bar.update(result.inputs)
+            tally.skipped += planner.skipped
+            bar.update(planner.skipped)
+        summary = _summary(src, dest, incremental, tally, model, floor, time.monotonic() - started)
         manifest = join(dest, MANIFESTS, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}.json")
         summary["manifest"] = manifest
         storage.write_bytes_atomic(manifest, json_bytes({
-            **summary, "rejected_inputs": writer.rejected,
+            **summary, "rejected_inputs": tally.rejected,
             "config": OmegaConf.to_container(cfg, resolve=True), "mlflow_run_id": run.info.run_id if run else None}))
         if run:
             mlflow.log_metrics(_metrics(summary))
             mlflow.log_dict(summary, "archive_summary.json")
     storage.write_bytes_atomic(join(dest, SUCCESS), json_bytes(summary))
+    _remove(join(dest, RUN_JOURNAL), storage)
     return summary
+
+
+def _jobs(slices: Iterator[InputSlice], journal: Journal, committed: set[int], dest: str, storage: Storage,
+          tally: "RunTally") -> Iterator[tuple[int, InputSlice]]:
+    """(shard, slice) for every slice whose shard is not committed yet; the committed ones (an
+    interrupted run of the same plan) count as skipped, after checking they hold the same inputs."""
+    for piece in slices:
+        shard = journal.base_shard + piece.number
+        if shard not in committed:
+            yield shard, piece
+            continue
+        if read_json(stats_url(dest, shard), storage).get(INPUTS_SHA256) != slice_fingerprint(piece.refs):
+            raise PlanError(f"{dest}: shard {shard} of the interrupted run {journal.started_at} holds other inputs "
+                            f"than this rerun would put there (the inputs changed since): remove "
+                            f"{join(dest, RUN_JOURNAL)} to archive them as a new run")
+        tally.skipped += len(piece)
+        tally.resumed.append(shard)
+
+
+@dataclass
+class RunTally:
+    """The run's totals, summed from the workers' shard results."""
+
+    archived: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    payload_bytes: int = 0
+    rejected_by_shard: dict[int, list[dict]] = field(default_factory=dict)
+    written: list[int] = field(default_factory=list)
+    resumed: list[int] = field(default_factory=list)
+    identity: IdentityTally = field(default_factory=IdentityTally)
+
+    def add(self, result: ShardResult) -> None:
+        self.archived += result.archived
+        self.bytes += result.bytes
+        self.payload_bytes += result.payload_bytes
+        self.rejected_by_shard[result.shard] = result.rejected
+        self.written.append(result.shard)
+        self.identity.merge(result.identity)
+
+    @property
+    def rejected(self) -> list[dict]:
+        """In input order, whichever worker finished first."""
+        return [entry for shard in sorted(self.rejected_by_shard) for entry in self.rejected_by_shard[shard]]
 
 
 def _model_summary(rungs: list[Rung], floor: Floor | None) -> dict:
@@ -94,34 +146,17 @@ def remove_stale_temporaries(dest: str) -> None:
             path.unlink(missing_ok=True)
 
 
-def skip_rules(dest: str, storage: Storage, incremental: bool) -> tuple[SkipRules, int]:
-    """What ``dest`` already holds, and the number of the next shard."""
-    index = read_index(dest, storage)
-    shards = committed_shards(dest, storage)
-    versions: dict[str, int] = {}
-    for image_id, version in zip(index["id"].to_pylist(), index["version"].to_pylist()):
-        versions[image_id] = max(version, versions.get(image_id, 0))
-    rules = SkipRules(incremental=incremental, versions=versions)
-    if incremental:
-        rules.archived_keys = set(zip(index["source_uri"].to_pylist(), index["source_sha256"].to_pylist()))
-    else:  # resuming: rejects of committed shards are accounted for too
-        rules.done_ids = set(versions)
-        for shard in shards:
-            rules.done_ids.update(r["id"] for r in read_json(stats_url(dest, shard), storage)["rejected"])
-    return rules, (shards[-1] + 1 if shards else 0)
-
-
-def _summary(src: str, dest: str, incremental: bool, writer: ShardWriter, model: dict, floor: Floor | None,
+def _summary(src: str, dest: str, incremental: bool, tally: RunTally, model: dict, floor: Floor | None,
              duration: float) -> dict:
-    totals = writer.totals
+    rejected = len(tally.rejected)
     return {
         "stage": "archive", "src": src, "dest": dest, "incremental": incremental,
-        "inputs": totals["archived"] + totals["skipped"] + totals["rejected"],
-        "archived": totals["archived"], "skipped": totals["skipped"], "rejected": totals["rejected"],
-        "failures": dict(writer.failures), "shards_written": writer.written, "bytes": totals["bytes"],
-        "code_bytes": totals["payload_bytes"], "duration_s": round(duration, 3),
-        "images_per_s": round(totals["archived"] / duration, 2) if duration else 0.0, **model,
-        **writer.identity.summary(floor), "shards": join(dest, SHARDS), "index": join(dest, INDEX),
+        "inputs": tally.archived + tally.skipped + rejected, "archived": tally.archived, "skipped": tally.skipped,
+        "rejected": rejected, "failures": dict(Counter(r["reason"] for r in tally.rejected).most_common()),
+        "shards_written": sorted(tally.written + tally.resumed), "bytes": tally.bytes,
+        "code_bytes": tally.payload_bytes, "duration_s": round(duration, 3),
+        "images_per_s": round(tally.archived / duration, 2) if duration else 0.0, **model,
+        **tally.identity.summary(floor), "shards": join(dest, SHARDS), "index": join(dest, INDEX),
     }
 
 
@@ -140,17 +175,3 @@ def _remove(url: str, storage: Storage) -> None:
     fs, path = storage.fs(url)
     if fs.exists(path):
         fs.rm(path)
-
-
-@contextlib.contextmanager
-def _preserve_order() -> Iterator[None]:
-    """Records must reach the shard writer in input order, so shard cuts are reproducible."""
-    from ray.data import DataContext
-
-    options = DataContext.get_current().execution_options
-    before = options.preserve_order
-    options.preserve_order = True
-    try:
-        yield
-    finally:
-        options.preserve_order = before

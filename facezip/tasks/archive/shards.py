@@ -1,9 +1,8 @@
-"""Cutting the stream of encoded records into shards and committing each one exactly once.
+"""The archive's worker: one slice of inputs → one shard, committed by the worker itself.
 
-Records arrive in input order; a shard closes after ``records_per_shard`` records or
-``target_bytes``, whichever comes first. Rejected inputs are listed in the stats of the shard
-that is open when they arrive, but never count towards a cut, so the cut points depend only on
-the archived records: a rerun that skips the committed prefix cuts the rest identically.
+Shard ``base + n`` holds input slice ``n`` of a run (``archive.records_per_shard`` inputs), so
+which records a shard holds, and their bytes, do not depend on which worker ran it or when: a
+rerun after a crash redoes exactly the slices whose shards were not committed.
 
 Commit order per shard: the shard file, its stats (with the sha256 of the index part to come),
 then its index part. The index part is the commit: until it exists nothing refers to the shard
@@ -15,108 +14,102 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
-from tqdm import tqdm
 
-from facezip.infra.storage import Storage
+from facezip.infra.slices import InputSlice, read_slice
+from facezip.infra.storage import Storage, parquet_bytes
 from facezip.models.coding import bits_per_pixel
+from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings
 from facezip.tasks.archive.floor import IdentityTally
 from facezip.tasks.archive.integrity import INDEX_SHA256
-from facezip.tasks.archive.layout import (INDEX_SCHEMA, index_url, json_bytes, parquet_bytes, shard_url,
-                                          stats_url)
+from facezip.tasks.archive.layout import INDEX_SCHEMA, index_url, json_bytes, shard_url, stats_url
+from facezip.tasks.archive.plan import INPUTS_SHA256, slice_fingerprint
 
 # how each record was coded, as the encoder reports it (the rung can differ from record to record)
 _CODING_FIELDS = ("codec", "model", "weights_hash", "level", "identity_similarity", "lossless_fallback",
                   "identity_scores")
 
 
-class ShardWriter:
-    def __init__(self, root: str, storage: Storage, first_shard: int, records_per_shard: int,
-                 target_bytes: int, progress: bool = True) -> None:
-        self.root, self.storage = root, storage
-        self.records_per_shard, self.target_bytes = records_per_shard, target_bytes
-        self.next_shard = first_shard
-        self.seen_ids: set[str] = set()
-        self.totals: Counter = Counter()
-        self.failures: Counter = Counter()
-        self.rejected: list[dict] = []
-        self.identity = IdentityTally()
-        self.written: list[int] = []
-        self.bar = tqdm(desc="archive", unit="img", disable=not progress)
-        self._open()
+@dataclass
+class ShardResult:
+    """What the driver needs of a committed shard (its records stay with the worker)."""
+
+    shard: int
+    inputs: int
+    archived: int = 0
+    bytes: int = 0
+    payload_bytes: int = 0
+    rejected: list[dict] = field(default_factory=list)  # id, source_uri, reason, detail
+    identity: IdentityTally = field(default_factory=IdentityTally)
+
+
+class ArchiveWorker:
+    """Setup: the codecs and judges (``ArchiveEncoder``). Per slice: read, encode in batches, commit."""
+
+    def __init__(self, settings: EncoderSettings, root: str, storage: Storage, archived_at: datetime) -> None:
+        self.encoder = ArchiveEncoder(settings)
+        self.batch_size, self.root, self.storage, self.archived_at = settings.batch_size, root, storage, archived_at
+
+    def process(self, job: tuple[int, InputSlice]) -> ShardResult:
+        shard, inputs = job
+        started = time.monotonic()
+        rows = read_slice(inputs.refs, self.storage)
+        builder = ShardBuilder(shard, len(inputs), slice_fingerprint(inputs.refs), self.archived_at)
+        for start in range(0, len(rows), self.batch_size):
+            builder.add(self.encoder(rows.slice(start, self.batch_size)))
+        return builder.commit(self.root, self.storage, time.monotonic() - started)
+
+
+class ShardBuilder:
+    """The records, index rows and rejects of one shard, in input order."""
+
+    def __init__(self, shard: int, inputs: int, inputs_sha256: str, archived_at: datetime) -> None:
+        self.result = ShardResult(shard, inputs)
+        self.inputs_sha256, self.archived_at = inputs_sha256, archived_at
+        self.rows: list[dict] = []
+        self.chunks: list[bytes] = []
 
     def add(self, batch: pa.Table) -> None:
         for row in batch.to_pylist():
-            self.bar.update(1)
-            if row["status"] == "skipped":
-                self.totals["skipped"] += 1
-                continue
-            if row["id"] in self.seen_ids:
-                row.update(status="rejected", reason="duplicate_id",
-                           detail=f"another input of this run already has id {row['id']!r}")
-            self.seen_ids.add(row["id"])
             if row["status"] == "rejected":
-                self._reject(row)
+                self.result.rejected.append({k: row[k] for k in ("id", "source_uri", "reason", "detail")})
             else:
                 self._append(row)
-            if len(self.rows) >= self.records_per_shard or self.offset >= self.target_bytes:
-                self._commit()
-
-    def close(self) -> None:
-        """Commit the open shard if anything (records or rejects) is in it."""
-        if self.rows or self.shard_rejects:
-            self._commit()
-        self.bar.close()
-
-    def _open(self) -> None:
-        self.rows: list[dict] = []
-        self.chunks: list[bytes] = []
-        self.shard_rejects: list[dict] = []
-        self.offset = 0
-        self.payload_bytes = 0
-        self.started = time.monotonic()
-
-    def _reject(self, row: dict) -> None:
-        entry = {k: row[k] for k in ("id", "source_uri", "reason", "detail")}
-        self.shard_rejects.append(entry)
-        self.rejected.append(entry)
-        self.failures[row["reason"]] += 1
-        self.totals["rejected"] += 1
 
     def _append(self, row: dict) -> None:
         record = row["record"]
+        result = self.result
         self.rows.append({
             "id": row["id"], "version": row["version"], "source_uri": row["source_uri"],
             "source_sha256": row["source_sha256"], "identity": row["identity"], "split": row["split"],
-            "shard": self.next_shard, "offset": self.offset, "length": len(record), "height": row["height"],
+            "shard": result.shard, "offset": result.bytes, "length": len(record), "height": row["height"],
             "width": row["width"], **{k: row[k] for k in _CODING_FIELDS}, "sha256": hashlib.sha256(record).hexdigest(),
             "bpp": bits_per_pixel(len(record), row["height"], row["width"]),
-            "payload_bytes": row["payload_bytes"], "archived_at": datetime.now(timezone.utc), "notes": row["detail"],
+            "payload_bytes": row["payload_bytes"], "archived_at": self.archived_at, "notes": row["detail"],
         })
-        self.identity.add(row)
+        result.identity.add(row)
         self.chunks.append(record)
-        self.offset += len(record)
-        self.payload_bytes += row["payload_bytes"]
-        self.totals["archived"] += 1
+        result.archived += 1
+        result.bytes += len(record)
+        result.payload_bytes += row["payload_bytes"]
 
-    def _commit(self) -> None:
-        shard = self.next_shard
+    def commit(self, root: str, storage: Storage, duration: float) -> ShardResult:
+        shard = self.result.shard
         if self.chunks:
-            self.storage.write_bytes_atomic(shard_url(self.root, shard), b"".join(self.chunks))
+            storage.write_bytes_atomic(shard_url(root, shard), b"".join(self.chunks))
         index = parquet_bytes(pa.Table.from_pylist(self.rows, schema=INDEX_SCHEMA))
         # the stats carry the index part's sha256, so readers can trust the part before its rows
-        stats = {**self._stats(shard), INDEX_SHA256: hashlib.sha256(index).hexdigest()}
-        self.storage.write_bytes_atomic(stats_url(self.root, shard), json_bytes(stats))
-        self.storage.write_bytes_atomic(index_url(self.root, shard), index)
-        self.totals["bytes"] += self.offset
-        self.totals["payload_bytes"] += self.payload_bytes
-        self.written.append(shard)
-        self.next_shard += 1
-        self._open()
+        stats = {**self._stats(duration), INDEX_SHA256: hashlib.sha256(index).hexdigest()}
+        storage.write_bytes_atomic(stats_url(root, shard), json_bytes(stats))
+        storage.write_bytes_atomic(index_url(root, shard), index)
+        return self.result
 
-    def _stats(self, shard: int) -> dict:
-        return {"shard": shard, "records": len(self.rows), "bytes": self.offset, "payload_bytes": self.payload_bytes,
-                "failures": dict(Counter(r["reason"] for r in self.shard_rejects)), "rejected": self.shard_rejects,
-                "duration_s": round(time.monotonic() - self.started, 3)}
+    def _stats(self, duration: float) -> dict:
+        result = self.result
+        return {"shard": result.shard, "inputs": result.inputs, INPUTS_SHA256: self.inputs_sha256, "records": result.archived, "bytes": result.bytes,
+                "payload_bytes": result.payload_bytes,
+                "failures": dict(Counter(r["reason"] for r in result.rejected)), "rejected": result.rejected,
+                "duration_s": round(duration, 3)}

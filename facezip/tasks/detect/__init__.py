@@ -12,29 +12,30 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from facezip.infra.device import resolve_device
 from facezip.infra.ray_runtime import cluster_cpus, init_ray
-from facezip.infra.readers import DETECT_FACES_DIR, arrow_filesystem, open_reader
-from facezip.infra.storage import Storage, join
+from facezip.infra.readers import open_reader
+from facezip.infra.slices import reader_slices, run_on_actors
+from facezip.infra.storage import Storage, join, parquet_bytes
 from facezip.infra.tracking import start_run
-from facezip.tasks.detect.faces import (DETECTION_SCHEMA, FACE_COLUMNS, REJECTED_COLUMNS, DetectFaces,
-                                        select_faces)
-from facezip.tasks.detect.report import (AccountingError, Counts, check_accounting, contact_sheet,
-                                         count_outcomes, png_bytes)
+from facezip.tasks.detect.faces import DETECTION_SCHEMA, FACE_COLUMNS, REJECTED_COLUMNS, select_faces
+from facezip.tasks.detect.parts import FACES_DIR, REJECTED_DIR, DetectWorker, part_url
+from facezip.tasks.detect.report import AccountingError, Counts, check_accounting, contact_sheet, png_bytes
 
+SUCCESS = "_SUCCESS.json"
 __all__ = ["run_detect", "select_faces", "AccountingError", "DETECTION_SCHEMA", "FACE_COLUMNS", "REJECTED_COLUMNS"]
 log = logging.getLogger(__name__)
 
 
-def run_detect(cfg: DictConfig, src: str, dest: str) -> dict[str, Any]:
+def run_detect(cfg: DictConfig, src: str, dest: str, progress: bool = True) -> dict[str, Any]:
     """Detect and crop faces of every image under ``src``; write the outputs under ``dest``.
 
-    Returns the summary also written to ``dest/_SUCCESS.json``. Raises AccountingError when
-    the outputs do not account for every input."""
+    Workers write their own Parquet parts as their slices finish (the driver holds only counts
+    and a few sample crops). Returns the summary also written to ``dest/_SUCCESS.json``. Raises
+    AccountingError when the outputs do not account for every input."""
     storage = Storage.from_config(cfg.storage)
     reader = open_reader(src, storage, cfg.detect.layout)
     init_ray(cfg.ray)
@@ -44,20 +45,19 @@ def run_detect(cfg: DictConfig, src: str, dest: str) -> dict[str, Any]:
         inputs = reader.count()
         log.info("detect: %d images in %s (%s layout), %d MTCNN actor(s) on %s", inputs, src, reader.layout,
                  actors, device)
-        detections = reader.to_ray_dataset().map_batches(
-            DetectFaces, fn_constructor_kwargs={"detect_cfg": OmegaConf.to_container(cfg.detect), "device": device},
-            batch_size=cfg.detect.batch_size, batch_format="pyarrow", concurrency=actors,
-            num_cpus=cfg.detect.cpus_per_actor, num_gpus=gpus).materialize()
-        counts = count_outcomes(inputs, _columns(detections, ["face_index", "reason"]))
+        outputs = {"faces": join(dest, FACES_DIR), "rejected": join(dest, REJECTED_DIR)}
+        for url in (join(dest, SUCCESS), *outputs.values()):  # a rerun replaces, never appends
+            _remove(url, storage)
+        counts, samples = _detect_parts(cfg, reader, dest, storage, inputs, actors, device, gpus, progress)
         check_accounting(counts)
-        outputs = {"faces": join(dest, DETECT_FACES_DIR), "rejected": join(dest, "rejected")}
-        _write_part(detections, outputs["faces"], FACE_COLUMNS, counts.faces, storage, cfg.detect.rows_per_file)
-        _write_part(detections, outputs["rejected"], REJECTED_COLUMNS, counts.rejected, storage,
-                    cfg.detect.rows_per_file)
+        if inputs != counts.inputs:
+            raise AccountingError(f"{src} listed {inputs} images, but the workers were given {counts.inputs}")
+        for folder, columns in ((FACES_DIR, FACE_COLUMNS), (REJECTED_DIR, REJECTED_COLUMNS)):
+            _ensure_schema_file(dest, folder, columns, storage)
         duration = time.perf_counter() - clock
         stats = _stats(counts, src, dest, reader.layout, started, duration, device, actors)
         storage.write_bytes_atomic(join(dest, "stats.json"), _json(stats))
-        sheet = contact_sheet(_sample_crops(detections, cfg.detect.contact_sheet_faces))
+        sheet = contact_sheet(samples)
         if sheet is not None:
             outputs["contact_sheet"] = join(dest, "contact_sheet.png")
             storage.write_bytes_atomic(outputs["contact_sheet"], png_bytes(sheet))
@@ -65,10 +65,27 @@ def run_detect(cfg: DictConfig, src: str, dest: str) -> dict[str, Any]:
             _log_run(stats, counts, sheet)
         summary = {**stats, "stage": "detect", "outputs": {**outputs, "stats": join(dest, "stats.json")},
                    "mlflow_run_id": run.info.run_id if run is not None else None}
-        storage.write_bytes_atomic(join(dest, "_SUCCESS.json"), _json(summary))
+        storage.write_bytes_atomic(join(dest, SUCCESS), _json(summary))
     log.info("detect: kept %d of %d images (%.1f%%), %d faces; rejected %s", counts.kept_images, inputs,
              100 * counts.kept_fraction, counts.faces, counts.rejected_by_reason or "none")
     return summary
+
+
+def _detect_parts(cfg: DictConfig, reader, dest: str, storage: Storage, inputs: int, actors: int, device: str,
+                  gpus: float, progress: bool) -> tuple[Counts, list[bytes]]:
+    """Every slice through the MTCNN actors; the summed counts and the first slices' sample crops."""
+    wanted = cfg.detect.contact_sheet_faces
+    worker = {"detect_cfg": OmegaConf.to_container(cfg.detect), "device": device, "dest": dest,
+              "storage": storage, "samples": wanted}
+    counts, samples = Counts(), {}
+    with tqdm(total=inputs, desc="detect", unit="img", disable=not progress) as bar:
+        for part in run_on_actors(DetectWorker, worker, reader_slices(reader, cfg.detect.rows_per_file),
+                                  actors=actors, num_cpus=cfg.detect.cpus_per_actor, num_gpus=gpus):
+            counts += part.counts
+            samples[part.number] = part.samples
+            samples = dict(sorted(samples.items())[: max(1, wanted)])  # crops of the lowest slices suffice
+            bar.update(part.counts.inputs)
+    return counts, [png for number in sorted(samples) for png in samples[number]][:wanted]
 
 
 def _actor_resources(cfg: DictConfig) -> tuple[int, float, str]:
@@ -81,45 +98,17 @@ def _actor_resources(cfg: DictConfig) -> tuple[int, float, str]:
     return actors, float(gpus), (str(device) if gpus > 0 else "cpu")
 
 
-def _columns(dataset, columns: list[str]) -> pa.Table:
-    import ray
-
-    tables = ray.get(dataset.select_columns(columns).to_arrow_refs())
-    return pa.concat_tables(tables) if tables else DETECTION_SCHEMA.empty_table().select(columns)
-
-
-def _rows_of(columns: list[str]):
-    """A Ray batch function keeping kept-face rows (face columns) or rejected rows."""
-    kept = "reason" not in columns
-
-    def select(table: pa.Table) -> pa.Table:
-        mask = pc.is_null(table["reason"]) if kept else pc.is_valid(table["reason"])
-        return table.filter(mask).select(columns)
-
-    return select
-
-
-def _write_part(detections, url: str, columns: list[str], rows: int, storage: Storage, rows_per_file: int) -> None:
-    """Write one output table; an empty one still gets a file, so readers find its schema."""
+def _remove(url: str, storage: Storage) -> None:
     fs, path = storage.fs(url)
     if fs.exists(path):
-        fs.rm(path, recursive=True)  # a rerun after a failure replaces, never appends
-    if rows == 0:
-        import pyarrow.parquet as pq
-
-        fs.makedirs(path, exist_ok=True)
-        with fs.open(f"{path}/part-empty.parquet", "wb") as handle:
-            pq.write_table(DETECTION_SCHEMA.empty_table().select(columns), handle)
-        return
-    detections.map_batches(_rows_of(columns), batch_format="pyarrow", batch_size=None).write_parquet(
-        path, filesystem=arrow_filesystem(fs), min_rows_per_file=rows_per_file)
+        fs.rm(path, recursive=True)
 
 
-def _sample_crops(detections, limit: int) -> list[bytes]:
-    if limit <= 0:
-        return []
-    faces = detections.map_batches(_rows_of(["image_bytes"]), batch_format="pyarrow", batch_size=None)
-    return [row["image_bytes"] for row in faces.take(limit)]
+def _ensure_schema_file(dest: str, folder: str, columns: list[str], storage: Storage) -> None:
+    """An output with no rows still gets a file, so readers find its schema."""
+    fs, path = storage.fs(join(dest, folder))
+    if not fs.exists(path) or not fs.ls(path, detail=False):
+        storage.write_bytes_atomic(part_url(dest, folder, 0), parquet_bytes(DETECTION_SCHEMA.empty_table().select(columns)))
 
 
 def _stats(counts: Counts, src: str, dest: str, layout: str, started: datetime, duration: float, device: str,

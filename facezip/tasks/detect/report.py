@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,15 +20,20 @@ class AccountingError(RuntimeError):
 
 @dataclass(frozen=True)
 class Counts:
-    inputs: int
-    kept_images: int
-    faces: int
-    rejected: int
-    rejected_by_reason: dict[str, int]
+    inputs: int = 0
+    kept_images: int = 0
+    faces: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def kept_fraction(self) -> float:
         return self.kept_images / self.inputs if self.inputs else 0.0
+
+    def __add__(self, other: "Counts") -> "Counts":
+        reasons = Counter(self.rejected_by_reason) + Counter(other.rejected_by_reason)
+        return Counts(self.inputs + other.inputs, self.kept_images + other.kept_images, self.faces + other.faces,
+                      self.rejected + other.rejected, dict(reasons.most_common()))
 
     def as_dict(self) -> dict:
         return {**asdict(self), "kept_fraction": round(self.kept_fraction, 6)}

@@ -1,0 +1,129 @@
+"""Inputs cut into numbered slices that Ray actors read, process and write on their own.
+
+This is img2dataset's shape: the driver streams the listing and cuts it into slices of input
+references (no image bytes); each worker reads its slice's bytes, does the stage's work and
+commits its own output before it reports a small summary. The driver holds only the slices in
+flight, so its memory does not grow with the input, and slice ``n`` always holds the same
+inputs, so a rerun rewrites a lost output byte for byte.
+
+A worker class declares its setup in ``__init__`` and its per-slice work in ``process(slice)``
+(NeMo Curator's stage shape); ``run_on_actors`` gives it resources, restarts and back-pressure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from facezip.infra.readers import IMAGE_COLUMN, Reader, read_image_bytes
+from facezip.infra.storage import Storage
+
+PART_COLUMN, ROW_COLUMN = "part", "row"  # where a Parquet input's bytes are: file URL, row in that file
+_TASKS_PER_ACTOR = 2  # one running, one queued: the next slice's arguments travel while the first is worked on
+
+
+@dataclass(frozen=True)
+class InputSlice:
+    number: int  # 0, 1, … in listing order
+    refs: pa.Table  # the reader's reference columns (+ part/row for Parquet, + any column the stage adds)
+
+    def __len__(self) -> int:
+        return self.refs.num_rows
+
+
+def cut_slices(tables: Iterable[pa.Table], rows_per_slice: int) -> Iterator[InputSlice]:
+    """Consecutive slices of ``rows_per_slice`` rows (the last may be shorter) of a stream of tables."""
+    if rows_per_slice < 1:
+        raise ValueError(f"rows per slice must be at least 1, got {rows_per_slice}")
+    pending: list[pa.Table] = []
+    rows = 0
+    number = itertools.count()
+    for table in tables:
+        pending.append(table)
+        rows += table.num_rows
+        while rows >= rows_per_slice:
+            merged = pa.concat_tables(pending)
+            yield InputSlice(next(number), merged.slice(0, rows_per_slice).combine_chunks())
+            rest = merged.slice(rows_per_slice)
+            pending, rows = [rest], rest.num_rows
+    if rows:
+        yield InputSlice(next(number), pa.concat_tables(pending).combine_chunks())
+
+
+def reader_slices(reader: Reader, rows_per_slice: int) -> Iterator[InputSlice]:
+    return cut_slices(reader.ref_tables(), rows_per_slice)
+
+
+def read_slice(refs: pa.Table, storage: Storage) -> pa.Table:
+    """The refs with ``image_bytes`` and ``read_error`` (null unless the read failed) appended."""
+    if PART_COLUMN not in refs.column_names:
+        return read_image_bytes(refs, storage)
+    contents: list[bytes | None] = [None] * refs.num_rows
+    errors: list[str | None] = [None] * refs.num_rows
+    parts, rows = refs[PART_COLUMN].to_pylist(), refs[ROW_COLUMN].to_pylist()
+    for part, positions in itertools.groupby(range(refs.num_rows), key=parts.__getitem__):
+        positions = list(positions)
+        try:
+            values = _parquet_rows(part, [rows[p] for p in positions], storage)
+        except (OSError, pa.ArrowException) as exc:  # the rows survive, with the reason
+            values = [None] * len(positions)
+            errors_here = f"{part}: {type(exc).__name__}: {exc}"
+            for p in positions:
+                errors[p] = errors_here
+        for p, value in zip(positions, values):
+            contents[p] = value
+    return refs.append_column(IMAGE_COLUMN, pa.array(contents, pa.binary())).append_column(
+        "read_error", pa.array(errors, pa.string()))
+
+
+def _parquet_rows(url: str, rows: list[int], storage: Storage) -> list[bytes | None]:
+    """The image bytes of ``rows`` of one Parquet file, reading only the row groups that hold them."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.fs(url)
+    with fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        starts = list(itertools.accumulate((parquet.metadata.row_group(g).num_rows
+                                            for g in range(parquet.metadata.num_row_groups)), initial=0))
+        first, last = bisect.bisect_right(starts, min(rows)) - 1, bisect.bisect_right(starts, max(rows)) - 1
+        table = parquet.read_row_groups(range(first, last + 1), columns=[IMAGE_COLUMN])
+    return table.column(IMAGE_COLUMN).take([row - starts[first] for row in rows]).to_pylist()
+
+
+def run_on_actors(worker_class: type, init_kwargs: dict[str, Any], slices: Iterable[Any], *, actors: int,
+                  num_cpus: float, num_gpus: float = 0.0) -> Iterator[Any]:
+    """``worker_class(**init_kwargs).process(s)`` for every slice on ``actors`` Ray actors; the
+    results as they finish (any order). At most two slices per actor are submitted at a time, and
+    a slice is retried on a fresh actor when its actor dies (workers must commit idempotently)."""
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=3, max_task_retries=3)(worker_class)
+    pool = [remote.remote(**init_kwargs) for _ in range(max(1, actors))]
+    load = [0] * len(pool)
+    pending: dict[Any, int] = {}
+    todo = iter(slices)
+    try:
+        while True:
+            while min(load) < _TASKS_PER_ACTOR and (item := next(todo, None)) is not None:
+                actor = load.index(min(load))
+                pending[pool[actor].process.remote(item)] = actor
+                load[actor] += 1
+            if not pending:
+                return
+            (done,), _ = ray.wait(list(pending), num_returns=1)
+            load[pending.pop(done)] -= 1
+            try:
+                result = ray.get(done)
+            except ray.exceptions.RayTaskError as exc:  # the worker's own exception, not Ray's wrapper and
+                raise (exc.cause or exc) from exc  # the remote traceback in its message
+            yield result
+    finally:
+        for ref in pending:  # queued slices of a failed run: cancelled, not retried on the killed actors
+            ray.cancel(ref)
+        for actor in pool:
+            ray.kill(actor)
