@@ -25,6 +25,7 @@ from facezip.infra.storage import Storage
 
 PART_COLUMN, ROW_COLUMN = "part", "row"  # where a Parquet input's bytes are: file URL, row in that file
 _TASKS_PER_ACTOR = 2  # one running, one queued: the next slice's arguments travel while the first is worked on
+_RETRIES = 3  # times a slice is run again on a new actor after its actor died
 
 
 @dataclass(frozen=True)
@@ -98,32 +99,46 @@ def _parquet_rows(url: str, rows: list[int], storage: Storage) -> list[bytes | N
 def run_on_actors(worker_class: type, init_kwargs: dict[str, Any], slices: Iterable[Any], *, actors: int,
                   num_cpus: float, num_gpus: float = 0.0) -> Iterator[Any]:
     """``worker_class(**init_kwargs).process(s)`` for every slice on ``actors`` Ray actors; the
-    results as they finish (any order). At most two slices per actor are submitted at a time, and
-    a slice is retried on a fresh actor when its actor dies (workers must commit idempotently)."""
+    results as they finish (any order). At most two slices per actor are submitted at a time.
+    When an actor dies, it is replaced and its slices run again (workers commit idempotently):
+    here rather than by Ray's ``max_restarts``, which cannot promise a restart whose constructor
+    arguments live in the object store (ray-project/ray#53727)."""
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=3, max_task_retries=3)(worker_class)
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(worker_class)
     pool = [remote.remote(**init_kwargs) for _ in range(max(1, actors))]
     load = [0] * len(pool)
-    pending: dict[Any, int] = {}
+    pending: dict[Any, tuple[int, Any, Any, int]] = {}  # ref → (actor index, actor, slice, tries)
     todo = iter(slices)
+
+    def submit(index: int, item: Any, tries: int) -> None:
+        pending[pool[index].process.remote(item)] = (index, pool[index], item, tries)
+
     try:
         while True:
             while min(load) < _TASKS_PER_ACTOR and (item := next(todo, None)) is not None:
-                actor = load.index(min(load))
-                pending[pool[actor].process.remote(item)] = actor
-                load[actor] += 1
+                index = load.index(min(load))
+                submit(index, item, 1)
+                load[index] += 1
             if not pending:
                 return
             (done,), _ = ray.wait(list(pending), num_returns=1)
-            load[pending.pop(done)] -= 1
+            index, actor, item, tries = pending.pop(done)
             try:
                 result = ray.get(done)
+            except ray.exceptions.RayActorError:
+                if tries > _RETRIES:
+                    raise
+                if pool[index] is actor:  # the first of its slices to fail replaces it
+                    pool[index] = remote.remote(**init_kwargs)
+                submit(index, item, tries + 1)
+                continue
             except ray.exceptions.RayTaskError as exc:  # the worker's own exception, not Ray's wrapper and
                 raise (exc.cause or exc) from exc  # the remote traceback in its message
+            load[index] -= 1
             yield result
     finally:
-        for ref in pending:  # queued slices of a failed run: cancelled, not retried on the killed actors
+        for ref in pending:  # queued slices of a failed run: cancelled, not retried
             ray.cancel(ref)
         for actor in pool:
             ray.kill(actor)
