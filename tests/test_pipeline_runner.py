@@ -12,55 +12,52 @@ import pytest
 
 from facezip.cli import main
 from facezip.infra.config import ConfigError
-from facezip.infra.storage import Storage
 from facezip.pipelines import PipelineError, StageFailed, load_pipeline, register_stage, run_pipeline
+from facezip.tasks.stage import StageContext, StageSpec
 
 CALLS: list[tuple[str, dict]] = []
 BROKEN: set[str] = set()
 
 
-def _finish(dest: str, summary: dict) -> dict:
-    Storage().write_bytes_atomic(f"{dest}/_SUCCESS.json", json.dumps(summary).encode())
-    return summary
-
-
-def make_text(cfg, src: str, dest: str, copies: int = 1) -> dict:
+def make_text(ctx: StageContext, src: str, copies: int = 1) -> dict:
     """A stand-in for detect: reads an input file, writes an output file."""
-    CALLS.append(("make", {"src": src, "epochs": cfg.train.epochs, "device": cfg.device}))
+    CALLS.append(("make", {"src": src, "epochs": ctx.cfg.train.epochs, "device": ctx.cfg.device}))
     text = Path(src).read_text() * copies
-    Path(dest).mkdir(parents=True, exist_ok=True)
-    (Path(dest) / "text.txt").write_text(text)
-    return _finish(dest, {"count": len(text), "file": f"{dest}/text.txt"})
+    Path(ctx.output).mkdir(parents=True, exist_ok=True)
+    (Path(ctx.output) / "text.txt").write_text(text)
+    return {"count": len(text), "file": f"{ctx.output}/text.txt"}
 
 
-def shout(cfg, data: str, dest: str, weights: str | None = None) -> dict:
+def shout(ctx: StageContext, data: str, weights: str | None = None) -> dict:
     """A stand-in for train: consumes an earlier stage's output, may fail on demand."""
-    CALLS.append(("shout", {"data": data, "weights": weights, "epochs": cfg.train.epochs}))
+    CALLS.append(("shout", {"data": data, "weights": weights, "epochs": ctx.cfg.train.epochs}))
     if "shout" in BROKEN:
         raise ValueError(f"{data}: cannot shout this")
-    Path(dest).mkdir(parents=True, exist_ok=True)
-    (Path(dest) / "loud.txt").write_text(Path(data).read_text().upper())
-    return _finish(dest, {"weights": f"{dest}/loud.txt", "metrics": {"bpp": 0.25}})
+    Path(ctx.output).mkdir(parents=True, exist_ok=True)
+    (Path(ctx.output) / "loud.txt").write_text(Path(data).read_text().upper())
+    return {"weights": f"{ctx.output}/loud.txt", "metrics": {"bpp": 0.25}}
 
 
-def check_in_place(cfg, dest: str) -> dict:
+def check_in_place(ctx: StageContext, dest: str) -> dict:
     """A stand-in for verify: checks another stage's output, writes nothing."""
     CALLS.append(("check", {"dest": dest}))
     return {"ok": Path(dest, "loud.txt").read_text().isupper()}
 
 
-def touch(cfg, dest: str, note: str = "") -> dict:
-    """A stand-in for any stage on object storage: writes its marker through the configured Storage."""
-    CALLS.append(("touch", {"dest": dest, "note": note}))
-    storage = Storage.from_config(cfg.storage)
-    storage.write_bytes_atomic(f"{dest}/_SUCCESS.json", json.dumps({"note": note}).encode())
+def touch(ctx: StageContext, note: str = "") -> dict:
+    """A stand-in for any stage on object storage (its marker goes through the configured Storage)."""
+    CALLS.append(("touch", {"dest": ctx.output, "note": note}))
     return {"note": note}
 
 
-register_stage("test-make", make_text)
-register_stage("test-touch", touch)
-register_stage("test-shout", shout)
-register_stage("test-check", check_in_place, output_param=None)
+def _spec(name: str, work, *result_keys: str) -> StageSpec:
+    return StageSpec(name, work, None, result_keys=result_keys, uses_ray=False)
+
+
+register_stage("test-make", _spec("make", make_text, "count", "file"))
+register_stage("test-touch", _spec("touch", touch, "note"))
+register_stage("test-shout", _spec("shout", shout, "weights", "metrics"))
+register_stage("test-check", _spec("check", check_in_place, "ok"))
 
 PIPELINE = """
 pipeline: {name: toy}
@@ -102,7 +99,7 @@ def test_runs_stages_in_order_with_wired_inputs_and_layered_config(toy: Path) ->
     assert CALLS[1][1] == {"data": f"{root}/make/text.txt", "weights": f"{root}/make/text.txt", "epochs": 7}
     assert CALLS[2][1] == {"dest": f"{root}/loud"}
     assert (root / "loud" / "loud.txt").read_text() == "HELLO HELLO "
-    assert json.loads((root / "check" / "_SUCCESS.json").read_text()) == {"ok": True}
+    assert json.loads((root / "check" / "_SUCCESS.json").read_text())["ok"] is True
     assert [s["status"] for s in result["stages"].values()] == ["ran", "ran", "ran"]
     assert json.loads((root / "_PIPELINE.json").read_text())["stages"]["make"]["summary"]["count"] == 12
 
@@ -161,6 +158,8 @@ def test_from_needs_earlier_stages_complete(toy: Path) -> None:
     (("uses: test-check", "uses: no-such-stage"), r"stages.check: unknown stage 'uses: no-such-stage' \(known: .*detect"),
     (("copies: 2", "copies: 2, colour: red"), r"stages.make.with: 'test-make' takes no argument\(s\) \['colour'\]"),
     (("${stages.make.result.file}", "${stages.check.output}"), r"stages.loud refers to stages.check, which is not an"),
+    (("${stages.make.result.file}", "${stages.make.result.fil}"),
+     r"stages.loud refers to stages.make.result.fil, but 'test-make' has no result 'fil' \(it has: count, file\)"),
     (("stages:", "stagez: {}\nstages:"), r"unknown top-level key\(s\) \['stagez'\]"),
 ])
 def test_definition_errors_name_the_key(toy: Path, edit: tuple[str, str], message: str) -> None:

@@ -2,41 +2,32 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlflow
 from PIL import Image
 
 from facezip.cli import main
-from facezip.infra.storage import Storage
-from facezip.infra.tracking import start_run
 from facezip.pipelines import load_pipeline, register_stage, run_pipeline
+from facezip.tasks.stage import StageContext, StageSpec
 
 QUALITY = {"bpp": 0.3, "psnr": 31.0, "ms_ssim": 0.95, "accuracy": 0.97, "cosine": 0.88}
 
 
-def fake_detect(cfg, src: str, dest: str) -> dict:
-    with start_run(cfg, "detect"):
-        mlflow.log_metric("kept", 3)
-        return _done(dest, {"kept": 3})
+def fake_detect(ctx: StageContext, src: str) -> dict:
+    ctx.log_metrics({"kept": 3})
+    return {"kept": 3}
 
 
-def fake_evaluate(cfg, data: str, dest: str) -> dict:
+def fake_evaluate(ctx: StageContext, data: str) -> dict:
     """Logs evaluate-like metrics that differ with ``seed``, so two runs can be told apart."""
-    with start_run(cfg, "evaluate"):
-        metrics = {f"facezip.{name}_mean": value * (1 + cfg.seed / 10) for name, value in QUALITY.items()}
-        mlflow.log_metrics({**metrics, "facezip.seconds": 1.0})
-        return _done(dest, {"data": data, "rows": 1})
+    metrics = {f"facezip.{name}_mean": value * (1 + ctx.cfg.seed / 10) for name, value in QUALITY.items()}
+    ctx.log_metrics({**metrics, "facezip.seconds": 1.0})
+    return {"data": data, "rows": 1}
 
 
-def _done(dest: str, summary: dict) -> dict:
-    Storage().write_bytes_atomic(f"{dest}/_SUCCESS.json", json.dumps(summary).encode())
-    return summary
-
-
-register_stage("compare-detect", fake_detect)
-register_stage("compare-evaluate", fake_evaluate)
+register_stage("compare-detect", StageSpec("detect", fake_detect, None, ("kept",), uses_ray=False))
+register_stage("compare-evaluate", StageSpec("evaluate", fake_evaluate, None, ("data", "rows"), uses_ray=False))
 
 
 def _run(tmp_path: Path, uri: str, seed: int) -> str:

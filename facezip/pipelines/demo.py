@@ -10,18 +10,15 @@ few dozen images, enough to run every stage end to end in minutes. Not a benchma
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from typing import Any
 
-import mlflow
 import numpy as np
-from omegaconf import DictConfig
 from PIL import Image, ImageEnhance, ImageOps
 from skimage import data as skdata
 
 from facezip.infra.storage import Storage, join
-from facezip.infra.tracking import start_run
+from facezip.tasks.stage import StageContext, StageSpec
 
 PHOTO_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                  "retina", "camera", "coins", "moon", "brick", "gravel")
@@ -32,17 +29,17 @@ DEMO_PEOPLE = 10  # lfw_subset faces used as people, two views each (besides the
 SAME_PAIRS = 10  # pairs.txt: one fold of this many same-person and as many different-person pairs
 
 
-def run_demo_data(cfg: DictConfig, dest: str, people: int = DEMO_PEOPLE) -> dict[str, Any]:
-    """Stage entry point: the dataset under ``dest``, then ``dest/_SUCCESS.json``.
+def demo_data(ctx: StageContext, people: int = DEMO_PEOPLE) -> dict[str, Any]:
+    """Stage ``demo-data``: the dataset under the stage's output folder.
 
     ``people`` (``with: {people: N}``): fewer make every later stage quicker, e.g. in tests."""
-    storage = Storage.from_config(cfg.storage)
-    with start_run(cfg, "demo-data", tags={"facezip.stage": "demo-data"}) as run:
-        summary = build_demo_dataset(dest, storage, people)
-        if run is not None:
-            mlflow.log_metrics({"photos": summary["photo_count"], "faces": summary["face_count"]})
-    storage.write_bytes_atomic(join(dest, "_SUCCESS.json"), json.dumps(summary, indent=2).encode())
+    summary = build_demo_dataset(ctx.output, ctx.storage, people)
+    ctx.log_metrics({"photos": summary["photo_count"], "faces": summary["face_count"]})
     return summary
+
+
+DEMO_DATA_STAGE = StageSpec("demo-data", demo_data, None, result_keys=("photos", "faces", "photo_count", "face_count"),
+                            uses_ray=False)
 
 
 def build_demo_dataset(root: str, storage: Storage | None = None, people: int = DEMO_PEOPLE) -> dict[str, Any]:

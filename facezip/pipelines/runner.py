@@ -3,15 +3,15 @@
 A stage is complete when ``<output>/_SUCCESS.json`` exists (each stage writes it last). On a
 rerun complete stages are skipped and their summaries reread; ``start_from`` forces a restart at
 one stage. Once a stage runs, every later stage runs too, since its inputs may have changed.
-Stages run in this process, one after another; each spreads its own work over Ray (Ray Data
-actors, Ray Train workers), so a pipeline submitted as a Ray Job uses the whole cluster.
+Stages run in this process, one after another, each through the stage contract
+(``facezip.tasks.stage.run_stage``); each spreads its own work over Ray (actor pools, Ray Train
+workers), so a pipeline submitted as a Ray Job uses the whole cluster.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,13 +20,13 @@ import mlflow
 from omegaconf import OmegaConf
 
 from facezip.infra.storage import Storage, join
-from facezip.infra.tracking import flatten, start_run
-from facezip.pipelines.registry import stage_kind
+from facezip.infra.tracking import start_run
+from facezip.pipelines.registry import stage_spec
 from facezip.pipelines.spec import Pipeline, PipelineError, Stage
+from facezip.tasks.stage import numeric_metrics, run_stage
 
 log = logging.getLogger(__name__)
 PIPELINE_SUMMARY_FILE = "_PIPELINE.json"
-_METRIC_UNSAFE = re.compile(r"[^\w\-. /]")
 
 
 class StageFailed(RuntimeError):
@@ -88,7 +88,7 @@ def run_pipeline(pipeline: Pipeline, start_from: str | None = None) -> dict[str,
             action = "running" if step.run else "skipping"
             log.info("[%d/%d] %s (%s): %s, %s", number, len(steps), stage.name, stage.uses, action, step.reason)
             started = time.monotonic()
-            summary = _run_stage(pipeline, stage, storage, stages) if step.run else _read_summary(stage, storage)
+            summary = _run_stage(pipeline, stage, stages) if step.run else _read_summary(stage, storage)
             pipeline.record_result(stage, summary)
             stages[stage.name] = {"uses": stage.uses, "status": "ran" if step.run else "skipped",
                                   "output": stage.output, "seconds": round(time.monotonic() - started, 1),
@@ -103,24 +103,14 @@ def run_pipeline(pipeline: Pipeline, start_from: str | None = None) -> dict[str,
     return result
 
 
-def _run_stage(pipeline: Pipeline, stage: Stage, storage: Storage, done: dict[str, Any]) -> dict[str, Any]:
-    kind = stage_kind(stage.uses)
-    func = kind.load(stage.uses)
-    cfg = pipeline.stage_config(stage)
-    arguments = pipeline.stage_arguments(stage)
-    if kind.output_param:
-        arguments[kind.output_param] = stage.output
-    if storage.exists(stage.success_uri):  # stale while the stage reruns: a crash must not look complete
-        fs, path = storage.fs(stage.success_uri)
-        fs.rm(path)
+def _run_stage(pipeline: Pipeline, stage: Stage, done: dict[str, Any]) -> dict[str, Any]:
+    """Through the stage contract: ``run_stage`` owns Ray, the child MLflow run and ``_SUCCESS.json``
+    (in the stage's output folder, also for stages that check in place, such as verify)."""
+    spec, cfg, arguments = stage_spec(stage.uses), pipeline.stage_config(stage), pipeline.stage_arguments(stage)
     try:
-        summary = func(cfg, **arguments)
+        return run_stage(spec, cfg, stage.output, **arguments)
     except Exception as exc:
         raise StageFailed(pipeline, stage, exc, list(done)) from exc
-    if not storage.exists(stage.success_uri):
-        # Stages that check in place (verify) have no output of their own: the runner marks them.
-        storage.write_bytes_atomic(stage.success_uri, _to_json(summary))
-    return summary
 
 
 def _read_summary(stage: Stage, storage: Storage) -> dict[str, Any]:
@@ -141,9 +131,7 @@ def _log_definition(pipeline: Pipeline) -> None:
 
 def _log_stage_metrics(stage: Stage, summary: dict[str, Any]) -> None:
     """A stage's numeric summary values on the parent run, so the MLflow UI compares pipelines directly."""
-    numbers = {_METRIC_UNSAFE.sub("_", f"{stage.name}.{key}"): float(value)
-               for key, value in flatten(summary).items()
-               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    numbers = numeric_metrics(summary, prefix=f"{stage.name}.")
     if numbers:
         mlflow.log_metrics(numbers)
 

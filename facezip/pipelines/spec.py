@@ -37,7 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from facezip.infra.config import load_config, merge_config
 from facezip.infra.storage import is_remote, join
-from facezip.pipelines.registry import StageLookupError, stage_kind
+from facezip.pipelines.registry import StageLookupError, stage_spec
 
 BUNDLED_PACKAGE = "facezip.configs.pipelines"
 SUCCESS_FILE = "_SUCCESS.json"
@@ -45,7 +45,7 @@ DOCUMENT_KEYS = ("pipeline", "data", "config", "stages")
 STAGE_KEYS = ("uses", "with", "config", "output", "resume")
 _STAGE_NAME = re.compile(r"^[A-Za-z_]\w*$")
 _URI_SCHEME = re.compile(r"^[A-Za-z][\w+.-]+:")
-_STAGE_REFERENCE = re.compile(r"\$\{stages\.(\w+)\.(\w+)")
+_STAGE_REFERENCE = re.compile(r"\$\{stages\.(\w+)\.(\w+)(?:\.(\w+))?")
 
 
 class PipelineError(ValueError):
@@ -190,8 +190,7 @@ def _stages(document: DictConfig, source: str, root: str) -> list[Stage]:
 
 def _check_arguments(uses: str, arguments: DictConfig, where: str) -> None:
     try:
-        kind = stage_kind(uses)
-        accepted = kind.parameters(uses)
+        accepted = stage_spec(uses).parameters()
     except StageLookupError as exc:
         raise PipelineError(f"{where}: {exc}") from None
     unknown = [str(k) for k in arguments if k not in accepted]
@@ -201,14 +200,21 @@ def _check_arguments(uses: str, arguments: DictConfig, where: str) -> None:
 
 
 def _check_references(document: DictConfig, stages: list[Stage], source: str) -> None:
-    """``${stages.X.…}`` must name an earlier stage: the order in the file is the run order."""
+    """``${stages.X.…}`` must name an earlier stage (the order in the file is the run order), and
+    ``${stages.X.result.KEY}`` a key X's stage declares in its result."""
     raw = OmegaConf.to_container(document.stages, resolve=False)
+    uses = {s.name: s.uses for s in stages}
     for position, stage in enumerate(stages):
         earlier = {s.name for s in stages[:position]}
-        for referenced, field in _STAGE_REFERENCE.findall(json.dumps(raw[stage.name])):
+        for referenced, field, key in _STAGE_REFERENCE.findall(json.dumps(raw[stage.name])):
             if referenced not in earlier and not (referenced == stage.name and field == "output"):
                 raise PipelineError(f"{source}: stages.{stage.name} refers to stages.{referenced}, "
                                     "which is not an earlier stage")
+            declared = stage_spec(uses[referenced]).result_keys
+            if field == "result" and key not in declared:
+                raise PipelineError(f"{source}: stages.{stage.name} refers to stages.{referenced}.result.{key}, "
+                                    f"but '{uses[referenced]}' has no result '{key}' "
+                                    f"(it has: {', '.join(declared)})")
 
 
 def _required(node: DictConfig, key: str, source: str, where: str) -> Any:

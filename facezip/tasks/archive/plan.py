@@ -26,7 +26,7 @@ from facezip.infra.slices import InputSlice, cut_slices, read_slice
 from facezip.infra.storage import Storage, join
 from facezip.tasks.archive.encode import DUPLICATE_COLUMN
 from facezip.tasks.archive.integrity import read_index
-from facezip.tasks.archive.layout import SUCCESS, committed_shards, json_bytes, read_json, stats_url
+from facezip.tasks.archive.layout import committed_shards, json_bytes, read_json, stats_url
 
 RUN_JOURNAL = "_RUN.json"
 INPUTS_SHA256 = "inputs_sha256"  # the stats key: fingerprint of the slice a shard was made from
@@ -55,7 +55,7 @@ def open_journal(dest: str, storage: Storage, src: str, incremental: bool, recor
                  listing_sha256: str) -> tuple[Journal, bool]:
     """The interrupted run's journal when it is this run's (resuming), else a new one; and whether resuming."""
     url = join(dest, RUN_JOURNAL)
-    if storage.exists(url) and not storage.exists(join(dest, SUCCESS)):
+    if storage.exists(url):
         try:
             journal = Journal(**read_json(url, storage))
         except (TypeError, ValueError):  # unreadable: start afresh after what is committed

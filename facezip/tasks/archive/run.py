@@ -10,25 +10,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import mlflow
 from omegaconf import DictConfig, OmegaConf
 
-from facezip.infra.ray_runtime import cluster_cpus, init_ray
+from facezip.infra.ray_runtime import cluster_cpus
 from tqdm import tqdm
 
 from facezip.infra.readers import open_reader
 from facezip.infra.slices import InputSlice, run_on_actors
 from facezip.infra.storage import Storage, is_remote, join
-from facezip.infra.tracking import start_run
 from facezip.models.loading import weights_to_bytes
 from facezip.tasks.archive.encode import EncoderSettings
 from facezip.tasks.archive.floor import Floor, IdentityTally, build_floor
 from facezip.tasks.archive.ladder import Rung, encoding_rungs
-from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, SUCCESS, committed_shards, json_bytes,
+from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, committed_shards, json_bytes,
                                           read_json, stats_url)
 from facezip.tasks.archive.plan import (INPUTS_SHA256, RUN_JOURNAL, Journal, Planner, PlanError, SkipRules,
                                         listing_fingerprint, open_journal, slice_fingerprint)
 from facezip.tasks.archive.shards import ArchiveWorker, ShardResult
+from facezip.tasks.stage import StageContext, StageSpec, run_stage
 
 def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False, progress: bool = True) -> dict:
     """Archive every image of ``src`` (a detect output's face crops, or any dataset
@@ -37,52 +36,53 @@ def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False,
     Workers encode slices of ``archive.records_per_shard`` inputs and commit each as its own
     shard. A normal run skips ids already archived; an incremental run skips inputs whose source
     URI and content are archived. A rerun after a crash resumes the interrupted run's plan."""
-    import ray  # Ray loads only when a stage runs, not for every CLI call
+    return run_stage(ARCHIVE_STAGE, cfg, dest, progress, src=src, incremental=incremental)
 
-    storage = Storage.from_config(cfg.storage)
-    settings = cfg.archive
-    rungs = encoding_rungs(cfg, storage)  # bad settings and weights fail before Ray starts
+
+def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
+    """The stage's work: plan, encode and commit shard by shard, write the run's manifest."""
+    import ray
+
+    cfg, storage, dest, settings = ctx.cfg, ctx.storage, ctx.output, ctx.cfg.archive
+    rungs = encoding_rungs(cfg, storage)
     floor = build_floor(settings, storage)
     model = _model_summary(rungs, floor)
     reader = open_reader(src, storage)  # a finished detect output reads as its face crops
     listed, listing_sha256 = listing_fingerprint(reader)
     remove_stale_temporaries(dest)
     journal, resuming = open_journal(dest, storage, src, incremental, settings.records_per_shard, listing_sha256)
-    _remove(join(dest, SUCCESS), storage)  # until this run succeeds, dest must not look complete
     planner = Planner(SkipRules.before(dest, storage, incremental, journal.base_shard), storage)
     committed = set(committed_shards(dest, storage)) if resuming else set()
     started = time.monotonic()
-    with start_run(cfg, "archive", tags={"facezip.stage": "archive"}) as run:
-        init_ray(cfg.ray)
-        encoder = EncoderSettings(
-            rungs[0].codec.name, ray.put(tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)),
-            cfg.device, settings.batch_size, settings.max_image_pixels,
-            floor.thresholds if floor else None, ray.put(list(floor.judges)) if floor else None,
-            settings.accept_damaged, ray.put(planner.rules.versions))
-        worker = {"settings": encoder, "root": dest,
-                  "storage": storage, "archived_at": journal.archived_at}
-        tally = RunTally()
-        with tqdm(total=listed, desc="archive", unit="img", disable=not progress) as bar:
-            jobs = _jobs(planner.slices(reader, settings.records_per_shard), journal, committed, dest, storage, tally)
-            for result in run_on_actors(ArchiveWorker, worker, jobs, actors=settings.num_actors or
-                                        max(1, int(cluster_cpus())), num_cpus=settings.cpus_per_actor,
-                                        num_gpus=settings.gpus_per_actor):
-                tally.add(result)
-                bar.update(result.inputs)
-            tally.skipped += planner.skipped
-            bar.update(planner.skipped)
-        summary = _summary(src, dest, incremental, tally, model, floor, time.monotonic() - started)
-        manifest = join(dest, MANIFESTS, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}.json")
-        summary["manifest"] = manifest
-        storage.write_bytes_atomic(manifest, json_bytes({
-            **summary, "rejected_inputs": tally.rejected,
-            "config": OmegaConf.to_container(cfg, resolve=True), "mlflow_run_id": run.info.run_id if run else None}))
-        if run:
-            mlflow.log_metrics(_metrics(summary))
-            mlflow.log_dict(summary, "archive_summary.json")
-    storage.write_bytes_atomic(join(dest, SUCCESS), json_bytes(summary))
-    _remove(join(dest, RUN_JOURNAL), storage)
+    encoder = EncoderSettings(
+        rungs[0].codec.name, ray.put(tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)),
+        cfg.device, settings.batch_size, settings.max_image_pixels,
+        floor.thresholds if floor else None, ray.put(list(floor.judges)) if floor else None,
+        settings.accept_damaged, ray.put(planner.rules.versions))
+    worker = {"settings": encoder, "root": dest, "storage": storage, "archived_at": journal.archived_at}
+    tally = RunTally()
+    with tqdm(total=listed, desc="archive", unit="img", disable=not ctx.progress) as bar:
+        jobs = _jobs(planner.slices(reader, settings.records_per_shard), journal, committed, dest, storage, tally)
+        for result in run_on_actors(ArchiveWorker, worker, jobs, actors=settings.num_actors or
+                                    max(1, int(cluster_cpus())), num_cpus=settings.cpus_per_actor,
+                                    num_gpus=settings.gpus_per_actor):
+            tally.add(result)
+            bar.update(result.inputs)
+        tally.skipped += planner.skipped
+        bar.update(planner.skipped)
+    summary = _summary(src, dest, incremental, tally, model, floor, time.monotonic() - started)
+    summary["manifest"] = join(dest, MANIFESTS, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}.json")
+    storage.write_bytes_atomic(summary["manifest"], json_bytes({
+        **summary, "rejected_inputs": tally.rejected, "config": OmegaConf.to_container(cfg, resolve=True),
+        "mlflow_run_id": ctx.run.info.run_id if ctx.run else None}))
+    ctx.log_metrics(_metrics(summary))
+    _remove(join(dest, RUN_JOURNAL), storage)  # the plan is done (a crash from here on replans: all skipped)
     return summary
+
+
+ARCHIVE_STAGE = StageSpec("archive", archive, "archive", result_keys=(
+    "inputs", "archived", "skipped", "rejected", "failures", "shards_written", "bytes", "code_bytes", "codec",
+    "model", "weights_hash", "manifest", "shards", "index"))
 
 
 def _jobs(slices: Iterator[InputSlice], journal: Journal, committed: set[int], dest: str, storage: Storage,
@@ -150,7 +150,7 @@ def _summary(src: str, dest: str, incremental: bool, tally: RunTally, model: dic
              duration: float) -> dict:
     rejected = len(tally.rejected)
     return {
-        "stage": "archive", "src": src, "dest": dest, "incremental": incremental,
+        "src": src, "dest": dest, "incremental": incremental,
         "inputs": tally.archived + tally.skipped + rejected, "archived": tally.archived, "skipped": tally.skipped,
         "rejected": rejected, "failures": dict(Counter(r["reason"] for r in tally.rejected).most_common()),
         "shards_written": sorted(tally.written + tally.resumed), "bytes": tally.bytes,

@@ -13,22 +13,26 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-import mlflow
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from facezip.infra.storage import Storage
-from facezip.infra.tracking import start_run
 from facezip.models.container import FzFormatError
 from facezip.tasks.archive.integrity import archive_problems, load_index
 from facezip.tasks.archive.layout import LOSSLESS_CODEC, shard_url, unpack_record
 from facezip.tasks.archive.restore import check_png_size
+from facezip.tasks.stage import StageContext, StageSpec, run_stage
 
 
 def run_verify(cfg: DictConfig, dest: str, progress: bool = True) -> dict:
     """Returns ``{"ok", "shards", "records", "damaged": [{id, version, shard, offset, problem}],
     "shard_problems": [{shard, problem}]}``."""
-    storage = Storage.from_config(cfg.storage)
+    return run_stage(VERIFY_STAGE, cfg, None, progress, dest=dest)
+
+
+def verify(ctx: StageContext, dest: str) -> dict:
+    """The stage's work: every record, shard and index part of the archive at ``dest`` checked in place."""
+    storage, progress, cfg = ctx.storage, ctx.progress, ctx.cfg
     index = load_index(dest, storage)
     damaged: list[dict] = []
     shard_problems: list[dict] = archive_problems(dest, storage) + index.problems
@@ -40,10 +44,12 @@ def run_verify(cfg: DictConfig, dest: str, progress: bool = True) -> dict:
     summary = {"dest": dest, "ok": not damaged and not shard_problems,
                "shards": len(index.parts) + len(index.problems), "records": records,
                "damaged": damaged, "shard_problems": shard_problems}
-    with start_run(cfg, "verify", tags={"facezip.stage": "archive-verify"}) as run:
-        if run:
-            mlflow.log_metrics({"records": records, "damaged": len(damaged), "shard_problems": len(shard_problems)})
+    ctx.log_metrics({"records": records, "damaged": len(damaged), "shard_problems": len(shard_problems)})
     return summary
+
+
+VERIFY_STAGE = StageSpec("verify", verify, None, result_keys=("dest", "ok", "shards", "records", "damaged",
+                                                              "shard_problems"), uses_ray=False, writes_output=False)
 
 
 def _verify_shard(dest: str, shard: int, rows: list[dict], storage: Storage, damaged: list,

@@ -16,59 +16,61 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from facezip.infra.device import resolve_device
-from facezip.infra.ray_runtime import cluster_cpus, init_ray
+from facezip.infra.ray_runtime import cluster_cpus
 from facezip.infra.readers import open_reader
 from facezip.infra.slices import reader_slices, run_on_actors
 from facezip.infra.storage import Storage, join, parquet_bytes
-from facezip.infra.tracking import start_run
 from facezip.tasks.detect.faces import DETECTION_SCHEMA, FACE_COLUMNS, REJECTED_COLUMNS, select_faces
 from facezip.tasks.detect.parts import FACES_DIR, REJECTED_DIR, DetectWorker, part_url
 from facezip.tasks.detect.report import AccountingError, Counts, check_accounting, contact_sheet, png_bytes
+from facezip.tasks.stage import StageContext, StageSpec, run_stage
 
-SUCCESS = "_SUCCESS.json"
-__all__ = ["run_detect", "select_faces", "AccountingError", "DETECTION_SCHEMA", "FACE_COLUMNS", "REJECTED_COLUMNS"]
+__all__ = ["run_detect", "STAGE", "select_faces", "AccountingError", "DETECTION_SCHEMA", "FACE_COLUMNS", "REJECTED_COLUMNS"]
 log = logging.getLogger(__name__)
 
 
 def run_detect(cfg: DictConfig, src: str, dest: str, progress: bool = True) -> dict[str, Any]:
     """Detect and crop faces of every image under ``src``; write the outputs under ``dest``.
 
-    Workers write their own Parquet parts as their slices finish (the driver holds only counts
-    and a few sample crops). Returns the summary also written to ``dest/_SUCCESS.json``. Raises
-    AccountingError when the outputs do not account for every input."""
-    storage = Storage.from_config(cfg.storage)
+    Returns the summary also written to ``dest/_SUCCESS.json``. Raises AccountingError when
+    the outputs do not account for every input."""
+    return run_stage(STAGE, cfg, dest, progress, src=src)
+
+
+def detect(ctx: StageContext, src: str) -> dict[str, Any]:
+    """The stage's work. Workers write their own Parquet parts as their slices finish (the driver
+    holds only counts and a few sample crops)."""
+    cfg, storage, dest = ctx.cfg, ctx.storage, ctx.output
     reader = open_reader(src, storage, cfg.detect.layout)
-    init_ray(cfg.ray)
     actors, gpus, device = _actor_resources(cfg)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    with start_run(cfg, "detect", tags={"facezip.stage": "detect", "facezip.src": src}) as run:
-        inputs = reader.count()
-        log.info("detect: %d images in %s (%s layout), %d MTCNN actor(s) on %s", inputs, src, reader.layout,
-                 actors, device)
-        outputs = {"faces": join(dest, FACES_DIR), "rejected": join(dest, REJECTED_DIR)}
-        for url in (join(dest, SUCCESS), *outputs.values()):  # a rerun replaces, never appends
-            _remove(url, storage)
-        counts, samples = _detect_parts(cfg, reader, dest, storage, inputs, actors, device, gpus, progress)
-        check_accounting(counts)
-        if inputs != counts.inputs:
-            raise AccountingError(f"{src} listed {inputs} images, but the workers were given {counts.inputs}")
-        for folder, columns in ((FACES_DIR, FACE_COLUMNS), (REJECTED_DIR, REJECTED_COLUMNS)):
-            _ensure_schema_file(dest, folder, columns, storage)
-        duration = time.perf_counter() - clock
-        stats = _stats(counts, src, dest, reader.layout, started, duration, device, actors)
-        storage.write_bytes_atomic(join(dest, "stats.json"), _json(stats))
-        sheet = contact_sheet(samples)
-        if sheet is not None:
-            outputs["contact_sheet"] = join(dest, "contact_sheet.png")
-            storage.write_bytes_atomic(outputs["contact_sheet"], png_bytes(sheet))
-        if run is not None:
-            _log_run(stats, counts, sheet)
-        summary = {**stats, "stage": "detect", "outputs": {**outputs, "stats": join(dest, "stats.json")},
-                   "mlflow_run_id": run.info.run_id if run is not None else None}
-        storage.write_bytes_atomic(join(dest, SUCCESS), _json(summary))
+    inputs = reader.count()
+    log.info("detect: %d images in %s (%s layout), %d MTCNN actor(s) on %s", inputs, src, reader.layout,
+             actors, device)
+    outputs = {"faces": join(dest, FACES_DIR), "rejected": join(dest, REJECTED_DIR)}
+    for url in outputs.values():  # a rerun replaces, never appends
+        _remove(url, storage)
+    counts, samples = _detect_parts(cfg, reader, dest, storage, inputs, actors, device, gpus, ctx.progress)
+    check_accounting(counts)
+    if inputs != counts.inputs:
+        raise AccountingError(f"{src} listed {inputs} images, but the workers were given {counts.inputs}")
+    for folder, columns in ((FACES_DIR, FACE_COLUMNS), (REJECTED_DIR, REJECTED_COLUMNS)):
+        _ensure_schema_file(dest, folder, columns, storage)
+    stats = _stats(counts, src, dest, reader.layout, started, time.perf_counter() - clock, device, actors)
+    storage.write_bytes_atomic(join(dest, "stats.json"), _json(stats))
+    sheet = contact_sheet(samples)
+    if sheet is not None:
+        outputs["contact_sheet"] = join(dest, "contact_sheet.png")
+        storage.write_bytes_atomic(outputs["contact_sheet"], png_bytes(sheet))
+    _log_run(ctx, stats, counts, sheet)
     log.info("detect: kept %d of %d images (%.1f%%), %d faces; rejected %s", counts.kept_images, inputs,
              100 * counts.kept_fraction, counts.faces, counts.rejected_by_reason or "none")
-    return summary
+    return {**stats, "outputs": {**outputs, "stats": join(dest, "stats.json")}}
+
+
+STAGE = StageSpec("detect", detect, "detect", result_keys=(
+    "inputs", "kept_images", "faces", "rejected", "rejected_by_reason", "kept_fraction", "outputs"),
+    tags=lambda arguments: {"facezip.src": str(arguments["src"])})
 
 
 def _detect_parts(cfg: DictConfig, reader, dest: str, storage: Storage, inputs: int, actors: int, device: str,
@@ -118,16 +120,13 @@ def _stats(counts: Counts, src: str, dest: str, layout: str, started: datetime, 
             "images_per_s": round(counts.inputs / duration, 3) if duration > 0 else None}
 
 
-def _log_run(stats: dict[str, Any], counts: Counts, sheet) -> None:
-    import mlflow
-
+def _log_run(ctx: StageContext, stats: dict[str, Any], counts: Counts, sheet) -> None:
     metrics = {key: stats[key] for key in ("inputs", "kept_images", "faces", "rejected", "kept_fraction",
                                            "duration_s", "images_per_s") if stats[key] is not None}
     metrics.update({f"rejected_{reason}": n for reason, n in counts.rejected_by_reason.items()})
-    mlflow.log_metrics(metrics)
-    mlflow.log_dict(stats, "stats.json")
-    if sheet is not None:
-        mlflow.log_image(sheet, "contact_sheet.png")
+    ctx.log_metrics(metrics)
+    ctx.log_dict(stats, "stats.json")
+    ctx.log_image(sheet, "contact_sheet.png")
 
 
 def _json(data: dict[str, Any]) -> bytes:

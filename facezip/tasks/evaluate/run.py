@@ -19,26 +19,30 @@ import numpy as np
 from omegaconf import DictConfig
 
 from facezip.infra.device import resolve_device
-from facezip.infra.storage import Storage, join
-from facezip.infra.tracking import start_run
+from facezip.infra.storage import join
 from facezip.models.recognizer import Recognizer, RecognizerOptions, headline_judge, identity_key, load_recognizers
 from facezip.tasks.evaluate.codecs import build_levels
 from facezip.tasks.evaluate.data import FaceSet, load_faces
 from facezip.tasks.evaluate.identity import FaceChecker, Judging, VectorCache
 from facezip.tasks.evaluate.levels import LevelResult, evaluate_level, summarize_level
 from facezip.tasks.evaluate.plots import rate_curve, sample_grid
+from facezip.tasks.stage import StageContext, StageSpec, run_stage
 from facezip.tasks.evaluate.report import (accuracy_column, bjontegaard, json_safe, markdown, missing_anchors,
                                            row_columns, rows_csv, to_json)
 
 log = logging.getLogger(__name__)
-SUCCESS = "_SUCCESS.json"
 
 
 def run_evaluate(cfg: DictConfig, data: str, dest: str) -> dict:
     """Evaluate ``cfg.evaluate.models`` (or ``cfg.codec``) and the baselines on the faces
     of ``data``; write the results under ``dest``; return the ``_SUCCESS.json`` summary."""
+    return run_stage(EVALUATE_STAGE, cfg, dest, data=data)
+
+
+def evaluate(ctx: StageContext, data: str) -> dict:
+    """The stage's work: measure every level on every face, then write the tables, plots and report."""
+    cfg, storage, dest = ctx.cfg, ctx.storage, ctx.output
     ecfg = cfg.evaluate
-    storage = Storage.from_config(cfg.storage)
     device = resolve_device(cfg.device)
     faceset = load_faces(data, storage, ecfg)
     levels = build_levels(cfg, storage, device)
@@ -54,37 +58,37 @@ def run_evaluate(cfg: DictConfig, data: str, dest: str) -> dict:
     log.info("evaluate: %d faces (%d unreadable), %d pairs, %d levels, judges %s", len(faceset.faces),
              sum(face.rgb is None for face in faceset.faces), len(faceset.pairs), len(levels),
              ", ".join(judge.name for judge in judges))
-    tags = {"facezip.stage": "evaluate", "evaluate.headline_judge": headline_judge(judges).name,
-            **{f"evaluate.judge.{judge.name}": judge.description for judge in judges}}
-    with start_run(cfg, "evaluate", tags=tags) as run:
-        originals = {j.judge.name: _embed_originals(faceset, j.embed) for j in judging}
-        results = []
-        for level in levels:
-            results.append(evaluate_level(level, faceset, judging, originals, find_faces if checker else None,
-                                          ecfg.batch_size, ecfg.samples))
-            for cache in (*(j.cache for j in judging), detections):  # keep finished levels' work if one fails
-                if cache:
-                    cache.save()
-        summaries = [summarize_level(result, faceset, judging, originals) for result in results]
-        bd_rows = bjontegaard(summaries, list(ecfg.bd_anchors), list(ecfg.bd_metrics), judges, bool(faceset.pairs))
-        faceset.notes += [f"no BD-rate against {anchor}: it was not measured in this run (evaluate.baselines)"
-                          for anchor in missing_anchors(summaries, list(ecfg.bd_anchors))]
-        files = _render(faceset, results, summaries, bd_rows, judges)
-        outputs = {name: join(dest, name) for name in files}
-        for name, content in files.items():
-            storage.write_bytes_atomic(outputs[name], content)
-        if run:
-            _log_to_mlflow(summaries, files)
-    summary = json_safe({
-        "stage": "evaluate", "data": data, "dest": dest, "judges": [_judge_summary(judge) for judge in judges],
+    ctx.set_tags({"evaluate.headline_judge": headline_judge(judges).name,
+                  **{f"evaluate.judge.{judge.name}": judge.description for judge in judges}})
+    originals = {j.judge.name: _embed_originals(faceset, j.embed) for j in judging}
+    results = []
+    for level in levels:
+        results.append(evaluate_level(level, faceset, judging, originals, find_faces if checker else None,
+                                      ecfg.batch_size, ecfg.samples))
+        for cache in (*(j.cache for j in judging), detections):  # keep finished levels' work if one fails
+            if cache:
+                cache.save()
+    summaries = [summarize_level(result, faceset, judging, originals) for result in results]
+    bd_rows = bjontegaard(summaries, list(ecfg.bd_anchors), list(ecfg.bd_metrics), judges, bool(faceset.pairs))
+    faceset.notes += [f"no BD-rate against {anchor}: it was not measured in this run (evaluate.baselines)"
+                      for anchor in missing_anchors(summaries, list(ecfg.bd_anchors))]
+    files = _render(faceset, results, summaries, bd_rows, judges)
+    outputs = {name: join(dest, name) for name in files}
+    for name, content in files.items():
+        storage.write_bytes_atomic(outputs[name], content)
+    if ctx.run:
+        _log_to_mlflow(summaries, files)
+    return json_safe({
+        "data": data, "dest": dest, "judges": [_judge_summary(judge) for judge in judges],
         "headline_judge": headline_judge(judges).name,
         "images": len(faceset.faces), "unreadable_inputs": sum(face.rgb is None for face in faceset.faces),
         "pairs": len(faceset.pairs), "folds": faceset.folds, "notes": faceset.notes,
         "face_mask_fallbacks": sum(bool(face.mask and face.mask.fallback) for face in faceset.faces),
-        "levels": summaries, "bjontegaard": bd_rows, "outputs": outputs,
-        "mlflow_run_id": run.info.run_id if run else None})
-    storage.write_bytes_atomic(join(dest, SUCCESS), to_json(summary))
-    return summary
+        "levels": summaries, "bjontegaard": bd_rows, "outputs": outputs})
+
+
+EVALUATE_STAGE = StageSpec("evaluate", evaluate, "evaluate", result_keys=(
+    "data", "judges", "headline_judge", "images", "pairs", "levels", "bjontegaard", "outputs"), uses_ray=False)
 
 
 def load_judges(ecfg, device, storage) -> list[Recognizer]:

@@ -11,7 +11,6 @@ Ray Train finds the run's checkpoint snapshot under ``<storage_path>/facezip-<ph
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 from typing import Any
@@ -22,19 +21,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from facezip.infra.config import merge_config
-from facezip.infra.ray_runtime import cluster_cpus, init_ray
+from facezip.infra.ray_runtime import cluster_cpus
 from facezip.infra.readers import arrow_filesystem
 from facezip.infra.storage import Storage, is_remote, join
-from facezip.infra.tracking import start_run
 from facezip.models.facenet import load_facenet
 from facezip.models.loading import load_codec, weights_to_bytes
-from facezip.models.registry import Codec, create_codec
+from facezip.models.registry import Codec, codec_class, create_codec
 from facezip.tasks.train.data import PHASES, load_training_data
 from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
+from facezip.tasks.stage import StageContext, StageSpec, run_stage
 from facezip.tasks.train.tracking import log_trained_model, worker_visible_uri
 
 log = logging.getLogger(__name__)
-SUCCESS_FILE = "_SUCCESS.json"
 SCRATCH = "scratch"  # --init scratch: an untrained model in either phase (masked-cvae trains on faces alone)
 
 
@@ -45,45 +43,56 @@ def run_train(cfg: DictConfig, data: str, dest: str, phase: str, init_weights: s
     or ``scratch`` for an untrained one. Pretraining starts from it or from scratch; fine-tuning from
     it or else ``codec.weights``.
     """
+    return run_stage(TRAIN_STAGE, cfg, dest, data=data, phase=phase, init_weights=init_weights)
+
+
+def _train_config(cfg: DictConfig, arguments: dict[str, Any]) -> DictConfig:
+    """Before the run opens: the phase checked, and the codec's own λ set, so MLflow's params and
+    every worker see the value trained with."""
+    phase = arguments["phase"]
     if phase not in PHASES:
         raise ValueError(f"phase '{phase}' is not one of {', '.join(PHASES)}")
-    storage = Storage.from_config(cfg.storage)
-    init_ray(cfg.ray)
+    return with_codec_lmbda(cfg, codec_class(cfg.codec.name), phase)
+
+
+def train(ctx: StageContext, data: str, phase: str, init_weights: str | None = None) -> dict[str, Any]:
+    """The stage's work: fit on Ray Train, keep the best checkpoint's weights, log the model."""
+    cfg, storage, dest, run = ctx.cfg, ctx.storage, ctx.output, ctx.run
     check_resources(cfg.train)
     codec = initial_codec(cfg, phase, init_weights, storage)
-    cfg = with_codec_lmbda(cfg, codec, phase)
     # resolve (or convert) FaceNet once here: a missing file fails before Ray Train starts
     if phase == "finetune" and not codec.masked_loss:
         load_facenet(cfg.train.finetune.facenet_weights, "cpu", storage)
     training_data = load_training_data(phase, data, storage, cfg.train)
     log.info("train %s: %s", phase, training_data.counts)
 
-    with start_run(cfg, f"train-{phase}", tags={"facezip.stage": "train", "facezip.phase": phase}) as run:
-        if run is not None:
-            mlflow.log_metrics({f"data_{key}": value for key, value in training_data.counts.items()})
-            if training_data.skipped:
-                mlflow.log_dict({"skipped": training_data.skipped}, "skipped_images.json")
-        target = {"uri": worker_visible_uri(mlflow.get_tracking_uri()), "run_id": run.info.run_id} if run else None
-        result = _fit(cfg, phase, codec, training_data, target, dest)
-        best, best_metrics = _best_checkpoint(result)
-        trained = _codec_from_checkpoint(best)
-        weights = weights_to_bytes(trained, {"trained_by": "facezip train", "phase": phase, "data": data,
-                                             "epochs": best_metrics.get("epoch"), "steps": best_metrics.get("step")})
-        weights_uri = join(dest, "weights", f"{trained.name}.pt")
-        storage.write_bytes_atomic(weights_uri, weights)
-        model_uri = log_trained_model(trained, weights, cfg.train.registered_model_name) if run else None
+    if run is not None:
+        mlflow.log_metrics({f"data_{key}": value for key, value in training_data.counts.items()})
+        if training_data.skipped:
+            mlflow.log_dict({"skipped": training_data.skipped}, "skipped_images.json")
+    target = {"uri": worker_visible_uri(mlflow.get_tracking_uri()), "run_id": run.info.run_id} if run else None
+    result = _fit(cfg, phase, codec, training_data, target, dest)
+    best, best_metrics = _best_checkpoint(result)
+    trained = _codec_from_checkpoint(best)
+    weights = weights_to_bytes(trained, {"trained_by": "facezip train", "phase": phase, "data": data,
+                                         "epochs": best_metrics.get("epoch"), "steps": best_metrics.get("step")})
+    weights_uri = join(dest, "weights", f"{trained.name}.pt")
+    storage.write_bytes_atomic(weights_uri, weights)
+    model_uri = log_trained_model(trained, weights, cfg.train.registered_model_name) if run else None
 
-    summary = {"phase": phase, "data": data, "weights": weights_uri, "model_uri": model_uri,
-               "mlflow_run_id": run.info.run_id if run else None, "checkpoint": best.path,
-               "images": training_data.counts, "skipped_examples": training_data.skipped,
-               "metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))}}
-    storage.write_bytes_atomic(join(dest, SUCCESS_FILE), json.dumps(summary, indent=2).encode())
-    return summary
+    return {"phase": phase, "data": data, "weights": weights_uri, "model_uri": model_uri, "checkpoint": best.path,
+            "images": training_data.counts, "skipped_examples": training_data.skipped,
+            "metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))}}
 
 
-def with_codec_lmbda(cfg: DictConfig, codec: Codec, phase: str) -> DictConfig:
-    """``train.lmbda`` unset → the codec's own λ for the phase, set here so MLflow's params and every
-    worker see the value trained with."""
+TRAIN_STAGE = StageSpec("train", train, "train", result_keys=(
+    "phase", "data", "weights", "model_uri", "checkpoint", "images", "skipped_examples", "metrics"),
+    tags=lambda arguments: {"facezip.phase": str(arguments["phase"])},
+    run_name=lambda arguments: f"train-{arguments['phase']}", configure=_train_config)
+
+
+def with_codec_lmbda(cfg: DictConfig, codec: Codec | type[Codec], phase: str) -> DictConfig:
+    """``train.lmbda`` unset → the codec's own λ for the phase."""
     if cfg.train.lmbda is not None:
         return cfg
     return merge_config(cfg, {"train": {"lmbda": codec.default_lmbda[phase]}}, source=f"codec {codec.name}")
