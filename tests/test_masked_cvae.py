@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from archive_support import archive_config, write_crops
 
+from archive_support import archive_config, write_crops
 from facezip.infra.storage import Storage
 from facezip.models import create_codec
 from facezip.models.coding import decode_file, decode_files, encode_images

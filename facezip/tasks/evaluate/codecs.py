@@ -24,7 +24,7 @@ import torch
 from PIL import Image, features
 
 from facezip.infra.storage import Storage
-from facezip.models.coding import decode_files, decode_file, encode_images
+from facezip.models.coding import decode_file, decode_files, encode_images
 from facezip.models.container import FzFormatError
 from facezip.models.loading import BUNDLED, REGISTRY_SCHEME, load_codec, load_ladder
 from facezip.models.registry import Codec, available_codecs

@@ -17,8 +17,14 @@ from facezip.models.recognizer import identity_key
 from facezip.tasks.evaluate.codecs import Coded, Level
 from facezip.tasks.evaluate.data import FaceSet, pair_keys
 from facezip.tasks.evaluate.identity import Judging, kfold_verification, nearest_neighbour_accuracy
-from facezip.tasks.evaluate.metrics import (FACE_METRICS, QUALITY_METRICS, face_metrics, quality_metrics,
-                                            rate_metrics, summarize)
+from facezip.tasks.evaluate.metrics import (
+    FACE_METRICS,
+    QUALITY_METRICS,
+    face_metrics,
+    quality_metrics,
+    rate_metrics,
+    summarize,
+)
 
 SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS, *FACE_METRICS)
 WORST_SHARE = 5  # percent: "worst 5 %" is the 5th percentile of a cosine, the 95th of a distance
