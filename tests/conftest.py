@@ -30,6 +30,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FACEZIP_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR in dB of two 8-bit images, computed here rather than by the code under test."""
+    mse = np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+
 def shared_dataset(name: str) -> Path:
     """A folder of ``../shared/data``; the test is skipped when it is not on this machine."""
     path = SHARED_DATA / name
