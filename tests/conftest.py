@@ -44,6 +44,17 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+# Fixtures that start Ray, an MLflow server or an S3 server: a test using any of them, directly or
+# through another fixture, is `slow` (README "Test"). Tests that start them otherwise mark themselves.
+SLOW_FIXTURES = {"ray_local", "mlflow_server", "s3_endpoint", "s3_bucket"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     from skimage import data
