@@ -68,9 +68,9 @@ def seeds(models) -> dict[str, list[tuple[str, bytes, dict]]]:
     import numpy as np
     import pyarrow as pa
 
+    from facezip.infra.storage import parquet_bytes
     from facezip.models.coding import encode_images, encode_payloads
     from facezip.models.container import FzHeader
-    from facezip.infra.storage import parquet_bytes
     from facezip.tasks.archive.layout import INDEX_SCHEMA, LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, pack_record
 
     rng = np.random.default_rng(0)
@@ -322,7 +322,8 @@ def summary(report: Report, verbose: bool = False) -> str:
     lines += [f"  {target:7s} {outcome:24s} {count}" for (target, outcome), count in sorted(report.outcomes.items())]
     if verbose:
         lines += ["  most frequent outcomes in words:"]
-        lines += [f"    {count:6d}  {target:7s} {message}" for (target, message), count in report.messages.most_common(30)]
+        frequent = report.messages.most_common(30)
+        lines += [f"    {count:6d}  {target:7s} {message}" for (target, message), count in frequent]
     lines += [f"  finding: input {i}, {t} from {s}: {o}" for i, t, s, o in report.findings[:20]]
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archive_support import (archive_config, index_rows, write_crops, write_detect_output, write_random_weights)
+from archive_support import archive_config, index_rows, write_crops, write_detect_output, write_random_weights
 from facezip.cli import main
 from facezip.infra.storage import Storage
 from facezip.models.coding import decode_file, encode_images

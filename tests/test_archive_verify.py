@@ -158,11 +158,13 @@ def test_shard_deleted_with_its_index_and_stats_is_missing(archive, pristine, sh
 def test_damaged_index_part_is_detected_and_costs_only_its_records(archive, pristine, tmp_path, capsys):
     rows = index_part_rows(archive)
     renamed = rows[0]["id"]
-    rows[0]["id"], rows[1]["source_uri"], rows[2]["source_uri"] = "renamed", rows[2]["source_uri"], rows[1]["source_uri"]
+    rows[0]["id"] = "renamed"
+    rows[1]["source_uri"], rows[2]["source_uri"] = rows[2]["source_uri"], rows[1]["source_uri"]
     rewrite_index_part(archive, rows, checksum=False)
     damaged, problems = verify(archive, pristine[1])
     assert damaged == set() and problems == [{"shard": SHARD, "problem": f"index part {SHARD:05d} is damaged: its "
-                                              "sha256 does not match the one in its stats; its records are not trusted"}]
+                                              "sha256 does not match the one in its stats; its records are not "
+                                              "trusted"}]
     assert cli_restore(archive, pristine[1], tmp_path / "out", "--all") == 1
     err = capsys.readouterr().err
     assert f"shard {SHARD}: index part {SHARD:05d} is damaged" in err and "the archive has 1 problem(s)" in err

@@ -13,8 +13,8 @@ from PIL import Image
 from facezip.infra.config import load_config
 from facezip.infra.ray_runtime import quiet_state_api_users
 from facezip.models import create_codec
-from facezip.models.facenet import load_facenet
 from facezip.models.face_mask import centre_ellipse, face_mask
+from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
 from facezip.tasks.train.data import BatchMaker, _is_validation
 from facezip.tasks.train.loop import make_loss, warm_up

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 with warnings.catch_warnings():  # compressai 1.2.8 torch.jit.scripts a helper at import; torch 2.14 deprecates that
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.models import MeanScaleHyperprior as CompressAIMeanScaleHyperprior

@@ -52,10 +52,12 @@ class PretrainLoss(nn.Module):
         super().__init__()
         self.l1_weight, self.ms_ssim_weight = lmbda * l1_weight, lmbda * ms_ssim_weight
 
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor,
+                boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         l1 = F.l1_loss(x_hat, x)
         ms_ssim_loss = 1.0 - ms_ssim_score(x_hat, x)
-        return {"l1": l1, "ms_ssim_loss": ms_ssim_loss, "loss": self.l1_weight * l1 + self.ms_ssim_weight * ms_ssim_loss}
+        loss = self.l1_weight * l1 + self.ms_ssim_weight * ms_ssim_loss
+        return {"l1": l1, "ms_ssim_loss": ms_ssim_loss, "loss": loss}
 
 
 class FaceNetLoss(nn.Module):
@@ -87,7 +89,8 @@ class FaceNetLoss(nn.Module):
         faces = roi_align(images, rois, output_size=FACENET_INPUT, sampling_ratio=2, aligned=True)
         return self.facenet(standardize(faces))
 
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor,
+                boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if boxes is None:
             raise ValueError("FaceNetLoss needs the face boxes of the batch")
         pixel_l2 = F.mse_loss(x_hat, x)

@@ -120,7 +120,8 @@ class ArchiveConfig:
     cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve Ray's read tasks on small hosts
     gpus_per_actor: float = 0.0
     max_image_pixels: int = 40_000_000  # larger inputs are rejected as too_large
-    accept_damaged: bool = False  # true: archive damaged JPEG/PNG inputs (see detect.accept_damaged), noted in the index
+    # true: archive damaged JPEG/PNG inputs (see detect.accept_damaged), noted in the index
+    accept_damaged: bool = False
     # identity floor (`--min-identity`): a face whose decode fails any judge's threshold against its
     # original is re-encoded at the next rung of the rate ladder, after the top as lossless PNG
     identity_floor: bool = False

@@ -15,8 +15,17 @@ import struct
 import pyarrow as pa
 
 from facezip.infra.storage import Storage, join
-from facezip.models.container import (DEFAULT_MAX_DECODE_PIXELS, FzFormatError, FzHeader, check_decode_size,
-                                      check_dimensions, crc32, max_payload_bytes, xz_compress, xz_decompress)
+from facezip.models.container import (
+    DEFAULT_MAX_DECODE_PIXELS,
+    FzFormatError,
+    FzHeader,
+    check_decode_size,
+    check_dimensions,
+    crc32,
+    max_payload_bytes,
+    xz_compress,
+    xz_decompress,
+)
 
 SHARDS, INDEX, STATS, MANIFESTS, SUCCESS = "shards", "index", "stats", "manifests", "_SUCCESS.json"
 RECORD_MAGIC = b"FZR"

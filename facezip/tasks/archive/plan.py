@@ -156,7 +156,8 @@ class Planner:
         window: deque = deque()
         for table in tables:
             wanted = pa.array([uri in archived_uris for uri in table["source_uri"].to_pylist()], pa.bool_())
-            window.append((table, wanted, task.remote(table.filter(wanted), self.storage) if wanted.true_count else None))
+            hashing = task.remote(table.filter(wanted), self.storage) if wanted.true_count else None
+            window.append((table, wanted, hashing))
             if len(window) > _HASH_LOOKAHEAD:
                 yield _with_hashes(*window.popleft())
         while window:

@@ -109,7 +109,7 @@ class ShardBuilder:
 
     def _stats(self, duration: float) -> dict:
         result = self.result
-        return {"shard": result.shard, "inputs": result.inputs, INPUTS_SHA256: self.inputs_sha256, "records": result.archived, "bytes": result.bytes,
-                "payload_bytes": result.payload_bytes,
+        return {"shard": result.shard, "inputs": result.inputs, INPUTS_SHA256: self.inputs_sha256,
+                "records": result.archived, "bytes": result.bytes, "payload_bytes": result.payload_bytes,
                 "failures": dict(Counter(r["reason"] for r in result.rejected)), "rejected": result.rejected,
                 "duration_s": round(duration, 3)}

@@ -46,7 +46,8 @@ class DetectWorker:
                                      for start in range(0, len(inputs), self.batch_size)])
         kept = pc.is_null(outcomes["reason"])
         faces = outcomes.filter(kept).select(FACE_COLUMNS)
-        for folder, table in ((FACES_DIR, faces), (REJECTED_DIR, outcomes.filter(pc.invert(kept)).select(REJECTED_COLUMNS))):
+        rejected = outcomes.filter(pc.invert(kept)).select(REJECTED_COLUMNS)
+        for folder, table in ((FACES_DIR, faces), (REJECTED_DIR, rejected)):
             if table.num_rows:
                 self.storage.write_bytes_atomic(part_url(self.dest, folder, job.number),
                                                 parquet_bytes(table, ROW_GROUP_ROWS))

@@ -1,6 +1,6 @@
 """The codecs under test, each at its levels: facezip models and the Pillow baselines.
 
-A level turns a batch of RGB faces into ``Coded`` results (file size and decoded pixels) or
+A level turns a batch of RGB faces into ``RoundTrip`` results (file size and decoded pixels) or
 an error string per face, so one failing image never stops the others. It also adds up the
 time spent encoding and decoding, batched as the codec is used (facezip: whole batches).
 
@@ -24,7 +24,7 @@ import torch
 from PIL import Image, features
 
 from facezip.infra.storage import Storage
-from facezip.models.coding import decode_files, decode_file, encode_images
+from facezip.models.coding import decode_file, decode_files, encode_images
 from facezip.models.container import FzFormatError
 from facezip.models.loading import BUNDLED, REGISTRY_SCHEME, load_codec, load_ladder
 from facezip.models.registry import Codec, available_codecs
@@ -38,12 +38,14 @@ _RUNG = re.compile(r"^l(\d+)$")
 
 
 @dataclass
-class Coded:
+class RoundTrip:
+    """One face through a codec and back: its coded size and its decoded pixels."""
+
     n_bytes: int
     decoded: np.ndarray
 
 
-Outcome = Coded | str  # a string is the reason this face failed at this level
+Outcome = RoundTrip | str  # a string is the reason this face failed at this level
 
 
 @dataclass
@@ -152,7 +154,7 @@ def facezip_level(curve: str, codec: Codec, setting: str) -> Level:
         files = encode_images(codec, images, batch_size=max(1, len(images)))
         encoded = time.perf_counter()
         try:
-            outcomes: list[Outcome] = [Coded(len(data), pixels) for data, pixels in
+            outcomes: list[Outcome] = [RoundTrip(len(data), pixels) for data, pixels in
                                        zip(files, decode_files(codec, files, batch_size=max(1, len(files))))]
         except FzFormatError:  # find the file(s) at fault one by one; the batch's time still counts
             outcomes = [_decode_one(codec, data) for data in files]
@@ -166,7 +168,7 @@ def facezip_level(curve: str, codec: Codec, setting: str) -> Level:
 
 def _decode_one(codec: Codec, data: bytes) -> Outcome:
     try:
-        return Coded(len(data), decode_file(codec, data))
+        return RoundTrip(len(data), decode_file(codec, data))
     except FzFormatError as exc:
         return f"facezip could not decode its own file: {exc}"
 
@@ -192,11 +194,11 @@ def _pillow_roundtrip(image: np.ndarray, fmt: str, quality: int, timing: Timing)
         timing.encode_seconds += encoded - start
         timing.decode_seconds += time.perf_counter() - encoded
         timing.images += 1
-        return Coded(buffer.tell(), pixels)
+        return RoundTrip(buffer.tell(), pixels)
     except (OSError, ValueError) as exc:
         return f"{fmt} at quality {quality} failed: {exc}"
 
 
 def _reference(images: Sequence[np.ndarray], timing: Timing) -> list[Outcome]:
     """Uncompressed: 24 bits per pixel, pixels unchanged."""
-    return [Coded(image.size, image) for image in images]
+    return [RoundTrip(image.size, image) for image in images]

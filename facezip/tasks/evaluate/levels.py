@@ -14,11 +14,17 @@ import numpy as np
 from tqdm import tqdm
 
 from facezip.models.recognizer import identity_key
-from facezip.tasks.evaluate.codecs import Coded, Level
+from facezip.tasks.evaluate.codecs import Level, RoundTrip
 from facezip.tasks.evaluate.data import FaceSet, pair_keys
 from facezip.tasks.evaluate.identity import Judging, kfold_verification, nearest_neighbour_accuracy
-from facezip.tasks.evaluate.metrics import (FACE_METRICS, QUALITY_METRICS, face_metrics, quality_metrics,
-                                            rate_metrics, summarize)
+from facezip.tasks.evaluate.metrics import (
+    FACE_METRICS,
+    QUALITY_METRICS,
+    face_metrics,
+    quality_metrics,
+    rate_metrics,
+    summarize,
+)
 
 SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS, *FACE_METRICS)
 WORST_SHARE = 5  # percent: "worst 5 %" is the 5th percentile of a cosine, the 95th of a distance
@@ -31,7 +37,7 @@ class LevelResult:
     level: Level
     rows: list[dict]  # one per input face, in input order
     embeddings: dict[str, np.ndarray]  # judge → (N, D); NaN rows where the face failed
-    samples: list[Coded | None] = field(default_factory=list)  # the first faces, for the sample grid
+    samples: list[RoundTrip | None] = field(default_factory=list)  # the first faces, for the sample grid
 
 
 def evaluate_level(level: Level, faceset: FaceSet, judges: list[Judging], originals: dict[str, np.ndarray],
@@ -41,7 +47,7 @@ def evaluate_level(level: Level, faceset: FaceSet, judges: list[Judging], origin
     embeddings = {name: np.full_like(vectors, np.nan) for name, vectors in originals.items()}
     readable = [i for i, face in enumerate(faces) if face.rgb is not None]
     sample_slot = {face_index: slot for slot, face_index in enumerate(readable[:n_samples])}
-    samples: list[Coded | None] = [None] * len(sample_slot)
+    samples: list[RoundTrip | None] = [None] * len(sample_slot)
     if readable:
         level.warm_up(faces[readable[0]].rgb)
     with tqdm(total=len(readable), desc=f"evaluate {level.label}", unit="img") as bar:
@@ -125,7 +131,7 @@ def _judge_summary(judging: Judging, result: LevelResult, faceset: FaceSet, orig
             identity_key(name, "nn_accuracy"): nn, "nn_faces": counted}
 
 
-def _judge(coded: list[tuple[int, Coded]], rows: list[dict], judges: list[Judging],
+def _judge(coded: list[tuple[int, RoundTrip]], rows: list[dict], judges: list[Judging],
            embeddings: dict[str, np.ndarray], originals: dict[str, np.ndarray], find_faces: FindFaces | None) -> None:
     indices = [i for i, _ in coded]
     decoded = [outcome.decoded for _, outcome in coded]
@@ -139,7 +145,7 @@ def _judge(coded: list[tuple[int, Coded]], rows: list[dict], judges: list[Judgin
         rows[i]["face_found"] = float(face_found)
 
 
-def _measure(level: Level, face, coded: Coded, judges: list[Judging]) -> dict:
+def _measure(level: Level, face, coded: RoundTrip, judges: list[Judging]) -> dict:
     height, width = face.rgb.shape[:2]
     return {**_base(level, face), "status": "ok", "error": "", "height": height, "width": width,
             **rate_metrics(coded.n_bytes, height, width, face.source_bytes),

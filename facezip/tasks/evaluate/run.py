@@ -26,9 +26,17 @@ from facezip.tasks.evaluate.data import FaceSet, load_faces
 from facezip.tasks.evaluate.identity import FaceChecker, Judging, VectorCache
 from facezip.tasks.evaluate.levels import LevelResult, evaluate_level, summarize_level
 from facezip.tasks.evaluate.plots import rate_curve, sample_grid
+from facezip.tasks.evaluate.report import (
+    accuracy_column,
+    bjontegaard,
+    json_safe,
+    markdown,
+    missing_anchors,
+    row_columns,
+    rows_csv,
+    to_json,
+)
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
-from facezip.tasks.evaluate.report import (accuracy_column, bjontegaard, json_safe, markdown, missing_anchors,
-                                           row_columns, rows_csv, to_json)
 
 log = logging.getLogger(__name__)
 

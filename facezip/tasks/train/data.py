@@ -174,7 +174,8 @@ class BatchMaker:
             if (height, width) != (size, size):
                 rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
             tensors.append(_to_float(rgb))
-            scaled.append(np.asarray(box, dtype=np.float32) * [size / width, size / height, size / width, size / height])
+            scale = [size / width, size / height, size / width, size / height]
+            scaled.append(np.asarray(box, dtype=np.float32) * scale)
         return torch.stack(tensors), torch.from_numpy(np.stack(scaled).astype(np.float32))
 
 

@@ -81,7 +81,8 @@ def train_loop(config: dict[str, Any]) -> None:
             if validator and step % int(tcfg.log_every_steps) == 0:
                 validator.logger_metrics({f"train_{k}": v for k, v in terms.items()}, step)
                 validator.progress(phase, epoch + 1, step, terms)
-        metrics = {"epoch": epoch + 1, "step": step, **{f"epoch_train_{k}": v / max(batch_count, 1) for k, v in totals.items()}}
+        means = {f"epoch_train_{k}": v / max(batch_count, 1) for k, v in totals.items()}
+        metrics = {"epoch": epoch + 1, "step": step, **means}
         if validator is None:
             ray.train.report(metrics)  # every worker reports each epoch; only rank 0 checkpoints
             continue

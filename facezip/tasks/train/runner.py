@@ -27,9 +27,9 @@ from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.facenet import load_facenet
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import Codec, codec_class, create_codec
+from facezip.tasks.stage import StageContext, StageSpec, run_stage
 from facezip.tasks.train.data import PHASES, load_training_data
 from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
-from facezip.tasks.stage import StageContext, StageSpec, run_stage
 from facezip.tasks.train.tracking import log_trained_model, worker_visible_uri
 
 log = logging.getLogger(__name__)
