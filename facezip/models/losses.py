@@ -1,4 +1,4 @@
-"""Training losses of the two phases (seed paper §4) and the quality metrics logged beside them.
+"""Training losses of the two phases (seed paper §4) and the MS-SSIM they share with validation.
 
 Images are ``(N, 3, H, W)`` in [0, 1]. Each loss returns its terms separately (for logging)
 with their weighted sum under ``"loss"``.
@@ -36,12 +36,6 @@ def ms_ssim_window(side: int) -> int:
 def ms_ssim_score(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Mean MS-SSIM of a batch in [0, 1] (1 = identical)."""
     return ms_ssim(x_hat, x, data_range=1.0, win_size=ms_ssim_window(min(x.shape[-2:])))
-
-
-def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for pixel range [0, 1], shape ``(N,)``."""
-    mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).mean(1)
-    return -10.0 * torch.log10(mse.clamp_min(1e-10))
 
 
 class PretrainLoss(nn.Module):

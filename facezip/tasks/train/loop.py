@@ -25,7 +25,8 @@ from torch import nn
 
 from facezip.models.coding import encode_images, to_uint8
 from facezip.models.facenet import load_facenet
-from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, psnr, with_rate
+from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, with_rate
+from facezip.models.metrics import batch_psnr
 from facezip.models.recognizer import Recognizer, RecognizerOptions, identity_key, load_recognizers
 from facezip.models.registry import Codec, create_codec
 from facezip.tasks.train.data import Batch, BatchMaker
@@ -260,7 +261,7 @@ class _Validator:
         coder.refresh_entropy_model()
         for batch in self.batches:
             x, x_hat, terms = objective(codec, codec, self.loss_fn, batch, self.device)
-            values = {**{k: float(v) for k, v in terms.items()}, "psnr": float(psnr(x_hat, x).mean()),
+            values = {**{k: float(v) for k, v in terms.items()}, "psnr": float(np.mean(batch_psnr(x_hat, x))),
                       "ms_ssim": float(ms_ssim_score(x_hat, x))}
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value * len(x)
