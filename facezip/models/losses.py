@@ -42,6 +42,8 @@ class PretrainLoss(nn.Module):
     """Phase 1: ``λ · (l1_weight · L1 + ms_ssim_weight · (1 − MS-SSIM))``; λ weighs the
     distortion against the rate for codecs that learn one (``facezip.models.losses.with_rate``)."""
 
+    distortion = "l1+ms-ssim"  # the key of a codec's default λ for this loss (Codec.default_lmbda)
+
     def __init__(self, l1_weight: float = 1.0, ms_ssim_weight: float = 1.0, lmbda: float = 1.0) -> None:
         super().__init__()
         self.l1_weight, self.ms_ssim_weight = lmbda * l1_weight, lmbda * ms_ssim_weight
@@ -63,6 +65,8 @@ class FaceNetLoss(nn.Module):
     (a per-entry mean would divide it by 512 and drown it under the pixel term at a = b = 1).
     FaceNet must be frozen and in eval mode (``facezip.models.facenet.load_facenet``).
     """
+
+    distortion = "mse+facenet"
 
     def __init__(self, facenet: nn.Module, pixel_weight: float = 1.0, facenet_weight: float = 1.0,
                  lmbda: float = 1.0) -> None:
@@ -100,6 +104,8 @@ class MaskedL1Loss(nn.Module):
     β1 0.5) on real ``x`` and fake ``x̂`` each time it is called with gradients on. The
     discriminator is each worker's own (not all-reduced) and not checkpointed: a resumed run starts
     it afresh."""
+
+    distortion = "masked-l1"
 
     def __init__(self, lmbda: float = 1.0, adversarial_weight: float | None = None,
                  discriminator_lr: float = 2e-4) -> None:

@@ -26,11 +26,11 @@ from facezip.infra.ray_runtime import cluster_cpus, init_ray
 from facezip.infra.readers import arrow_filesystem
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.infra.tracking import start_run
-from facezip.models.facenet import load_facenet
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import Codec, create_codec
-from facezip.tasks.train.data import PHASES, load_training_data
+from facezip.tasks.train.data import load_training_data
 from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
+from facezip.tasks.train.phases import codec_distortion, get_phase
 from facezip.tasks.train.tracking import log_trained_model, worker_visible_uri
 
 log = logging.getLogger(__name__)
@@ -39,22 +39,20 @@ SCRATCH = "scratch"  # --init scratch: an untrained model in either phase (maske
 
 
 def run_train(cfg: DictConfig, data: str, dest: str, phase: str, init_weights: str | None = None) -> dict[str, Any]:
-    """Train the codec ``cfg.codec.name`` on ``data`` (``phase`` = pretrain | finetune).
+    """Train the codec ``cfg.codec.name`` on ``data`` in a registered ``phase`` (pretrain | finetune).
 
     ``init_weights``: the starting model (a weights file, ``s3://`` URI or ``models:/name/version``),
     or ``scratch`` for an untrained one. Pretraining starts from it or from scratch; fine-tuning from
-    it or else ``codec.weights``.
+    it or else ``codec.weights`` (``Phase.starts_from_codec_weights``).
     """
-    if phase not in PHASES:
-        raise ValueError(f"phase '{phase}' is not one of {', '.join(PHASES)}")
+    training_phase = get_phase(phase)  # an unknown phase fails before Ray starts
     storage = Storage.from_config(cfg.storage)
     init_ray(cfg.ray)
     check_resources(cfg.train)
     codec = initial_codec(cfg, phase, init_weights, storage)
     cfg = with_codec_lmbda(cfg, codec, phase)
-    # resolve (or convert) FaceNet once here: a missing file fails before Ray Train starts
-    if phase == "finetune" and not codec.masked_loss:
-        load_facenet(cfg.train.finetune.facenet_weights, "cpu", storage)
+    if not codec.masked_loss:
+        training_phase.check(cfg.train, storage)
     training_data = load_training_data(phase, data, storage, cfg.train)
     log.info("train %s: %s", phase, training_data.counts)
 
@@ -86,7 +84,8 @@ def with_codec_lmbda(cfg: DictConfig, codec: Codec, phase: str) -> DictConfig:
     worker see the value trained with."""
     if cfg.train.lmbda is not None:
         return cfg
-    return merge_config(cfg, {"train": {"lmbda": codec.default_lmbda[phase]}}, source=f"codec {codec.name}")
+    lmbda = codec.lmbda_for(codec_distortion(get_phase(phase), codec))
+    return merge_config(cfg, {"train": {"lmbda": lmbda}}, source=f"codec {codec.name}")
 
 
 def check_resources(tcfg: Any) -> None:
@@ -105,7 +104,7 @@ def check_resources(tcfg: Any) -> None:
 
 def initial_codec(cfg: DictConfig, phase: str, init_weights: str | None, storage: Storage) -> Codec:
     """The model training starts from (its weights are copied into every worker)."""
-    source = init_weights or (cfg.codec.weights if phase == "finetune" else None)
+    source = init_weights or (cfg.codec.weights if get_phase(phase).starts_from_codec_weights else None)
     source = None if source == SCRATCH else source
     arch = OmegaConf.to_container(cfg.codecs.get(cfg.codec.name.replace("-", "_"), {}), resolve=True)
     if source is None:
