@@ -70,7 +70,7 @@ def _face_pair() -> tuple[np.ndarray, np.ndarray]:
     return original, face_mask(160, 160, LANDMARKS).mask
 
 
-def test_identical_images_have_perfect_measure():
+def test_identical_images_have_perfect_face_metrics():
     original, mask = _face_pair()
     metrics = measure(original, original.copy(), mask)
     assert metrics["face_psnr"] == math.inf and metrics["face_l1"] == 0.0

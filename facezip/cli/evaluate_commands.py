@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from facezip.cli.common import CommandError, add_config_arguments, load
-from facezip.infra.readers import LAYOUTS, ReaderError
+from facezip.infra.readers import ReaderError, layouts
 from facezip.tasks.evaluate.baselines import baseline_names
 
 
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="identity judge (repeatable; evaluate.judges, default dlib-resnet and facenet): "
                              "'dlib-resnet' (independent: no codec trains against it), 'facenet' (the network the "
                              "identity loss trains against) or a TorchScript / InceptionResnetV1 state-dict file")
-    parser.add_argument("--layout", choices=LAYOUTS, help="layout of DATA (default: evaluate.layout, i.e. auto)")
+    parser.add_argument("--layout", choices=layouts(), help="layout of DATA (default: evaluate.layout, i.e. auto)")
     add_config_arguments(parser)
     parser.set_defaults(func=_evaluate)
 

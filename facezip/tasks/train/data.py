@@ -22,14 +22,13 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from facezip.infra.images import ImageError, decode_image
-from facezip.infra.readers import IMAGE_COLUMN, arrow_filesystem, open_reader
-from facezip.infra.storage import Storage, join
+from facezip.infra.readers import IMAGE_COLUMN, arrow_filesystem, open_reader, output_table
+from facezip.infra.storage import Storage
 from facezip.models.face_mask import face_mask, landmarks_in_crop
 from facezip.tasks.train.phases import get_phase
 
 BOX_COLUMN = "face_box_in_crop"
 GEOMETRY_COLUMNS = ("landmarks", "crop_box")  # detect's landmarks (original pixels) and the region cropped
-FACES_DIR = "faces"
 VAL_SPLITS = ("val", "valid", "validation", "test")
 MAX_SKIPPED_EXAMPLES = 20
 
@@ -74,8 +73,7 @@ def _read(faces: bool, src: str, storage: Storage):
 
     if not faces:
         return open_reader(src, storage).to_ray_dataset().select_columns(["id", "split", IMAGE_COLUMN, "read_error"])
-    faces = join(src, FACES_DIR)
-    path_uri = faces if storage.exists(faces) else src
+    path_uri = output_table(src, storage) or src  # a detect output: its faces
     fs, path = storage.fs(path_uri)
     dataset = ray.data.read_parquet(path, filesystem=arrow_filesystem(fs))
     missing = {IMAGE_COLUMN, BOX_COLUMN} - set(dataset.schema().names)
