@@ -3,7 +3,7 @@ and the output folders of stages that registered theirs (detect's reads as its f
 
 ``open_reader(src, storage)`` picks the layout from the files present; ``Reader.rows()``
 iterates rows with bytes without Ray, ``Reader.to_ray_dataset()`` reads them in Ray tasks.
-A new layout is a ``Reader`` subclass under ``@register_reader(name)`` (``facezip/infra/readers/layouts.py``).
+A new layout is a ``Reader`` subclass under ``@register_reader(name)`` (``facezip/infra/readers/datasets.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import posixpath
 from facezip.infra.readers.base import (IMAGE_COLUMN, PART_COLUMN, REF_SCHEMA, ROW_COLUMN, ROW_COLUMNS, ImageRef,
                                         Reader, ReaderError, arrow_filesystem, layouts, output_table, read_bytes,
                                         reader_class, recognised_layout, register_output_folder, register_reader)
-from facezip.infra.readers.layouts import LfwPair, is_glob, lfw_id, parse_lfw_pairs
+from facezip.infra.readers.datasets import LfwPair, is_glob, lfw_id, parse_lfw_pairs
 from facezip.infra.storage import Storage
 
 __all__ = ["IMAGE_COLUMN", "PART_COLUMN", "REF_SCHEMA", "ROW_COLUMN", "ROW_COLUMNS", "ImageRef", "LfwPair", "Reader",
