@@ -14,8 +14,9 @@ from facezip.infra.storage import Storage
 from facezip.models.coding import bits_per_pixel, decode_file, encode_images
 from facezip.models.container import FzFormatError
 from facezip.models.loading import BUNDLED, load_codec
+from facezip.models.metrics import psnr
 from facezip.models.registry import Codec
-from facezip.tasks.compress import BundledModels, compress_files, decompress_files, describe_file, psnr, sample_face
+from facezip.tasks.compress import BundledModels, compress_files, decompress_files, describe_file, sample_face
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -62,7 +62,7 @@ class MeanScaleHyperprior(Codec):
     learns_rate = True
     default_level = 4
     # the bundled ladder's rung 4 (faces, MSE) and its Kodak pretraining (L1 + MS-SSIM)
-    default_lmbda = {"pretrain": 32.0, "finetune": 400.0}
+    default_lmbda = {"l1+ms-ssim": 32.0, "mse+facenet": 400.0}
 
     def __init__(self, N: int = 64, M: int = 96, quant_gain: bool = False) -> None:
         super().__init__()

@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facezip.infra.readers import Reader
-from facezip.infra.slices import InputSlice, cut_slices, read_slice
+from facezip.infra.readers import Reader, read_bytes
+from facezip.infra.slices import InputSlice, cut_slices
 from facezip.infra.storage import Storage, join
 from facezip.tasks.archive.encode import DUPLICATE_COLUMN
 from facezip.tasks.archive.integrity import read_index
@@ -165,7 +165,7 @@ class Planner:
 
 
 def _content_sha256(refs: pa.Table, storage: Storage) -> list[str | None]:
-    rows = read_slice(refs, storage)
+    rows = read_bytes(refs, storage)
     return [hashlib.sha256(data).hexdigest() if data is not None else None for data in rows["image_bytes"].to_pylist()]
 
 

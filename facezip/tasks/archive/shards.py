@@ -19,7 +19,8 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from facezip.infra.slices import InputSlice, read_slice
+from facezip.infra.readers import read_bytes
+from facezip.infra.slices import InputSlice
 from facezip.infra.storage import Storage, parquet_bytes
 from facezip.models.coding import bits_per_pixel
 from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings
@@ -56,7 +57,7 @@ class ArchiveWorker:
     def process(self, job: tuple[int, InputSlice]) -> ShardResult:
         shard, inputs = job
         started = time.monotonic()
-        rows = read_slice(inputs.refs, self.storage)
+        rows = read_bytes(inputs.refs, self.storage)
         builder = ShardBuilder(shard, len(inputs), slice_fingerprint(inputs.refs), self.archived_at)
         for start in range(0, len(rows), self.batch_size):
             builder.add(self.encoder(rows.slice(start, self.batch_size)))

@@ -13,20 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from facezip.models.metrics import measure, metrics
 from facezip.models.recognizer import identity_key
 from facezip.tasks.evaluate.codecs import Level, RoundTrip
 from facezip.tasks.evaluate.data import FaceSet, pair_keys
 from facezip.tasks.evaluate.identity import Judging, kfold_verification, nearest_neighbour_accuracy
-from facezip.tasks.evaluate.metrics import (
-    FACE_METRICS,
-    QUALITY_METRICS,
-    face_metrics,
-    quality_metrics,
-    rate_metrics,
-    summarize,
-)
+from facezip.tasks.evaluate.metrics import SUMMARIZED_RATES, rate_metrics, summarize
 
-SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS, *FACE_METRICS)
 WORST_SHARE = 5  # percent: "worst 5 %" is the 5th percentile of a cosine, the 95th of a distance
 
 FindFaces = Callable[[list[np.ndarray]], np.ndarray]  # faces → (N,) 1.0 where MTCNN finds a face
@@ -78,7 +71,7 @@ def summarize_level(result: LevelResult, faceset: FaceSet, judges: list[Judging]
                      "images": len(rows), "ok": len(ok), "failed": len(rows) - len(ok),
                      "size_mb": sum(row["bytes"] for row in ok) / 1e6,
                      "encode_ms": encode_ms, "decode_ms": decode_ms}
-    for metric in SUMMARIZED:
+    for metric in (*SUMMARIZED_RATES, *(m.name for m in metrics())):
         for stat, value in summarize([row[metric] for row in ok]).items():
             summary[f"{metric}_{stat}"] = value
     checked = [row["face_found"] for row in ok if not math.isnan(row["face_found"])]
@@ -149,7 +142,7 @@ def _measure(level: Level, face, coded: RoundTrip, judges: list[Judging]) -> dic
     height, width = face.rgb.shape[:2]
     return {**_base(level, face), "status": "ok", "error": "", "height": height, "width": width,
             **rate_metrics(coded.n_bytes, height, width, face.source_bytes),
-            **quality_metrics(face.rgb, coded.decoded), **face_metrics(face.rgb, coded.decoded, face.mask.mask),
+            **measure(face.rgb, coded.decoded, face.mask.mask),
             **{j.column: math.nan for j in judges}, "face_found": math.nan}
 
 
