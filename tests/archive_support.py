@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import lzma
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,3 +97,15 @@ def write_detect_output(folder: Path, crops: list[Path]) -> None:
                       "image_bytes": [p.read_bytes() for p in crops]})
     pq.write_table(table, folder / "faces" / "part-00000.parquet")
     (folder / "_SUCCESS.json").write_text("{}")
+
+
+def check_shards_are_xz(root: Path) -> None:
+    """Every shard is one valid xz stream: ``xz -t`` and ``xz -l`` accept it (where the xz
+    program is installed) and Python's lzma decodes it."""
+    shards = sorted((root / "shards").glob("*.xz"))
+    assert shards
+    for shard in shards:
+        lzma.decompress(shard.read_bytes(), format=lzma.FORMAT_XZ)
+        if shutil.which("xz"):
+            for flag in ("-t", "-l"):
+                subprocess.run(["xz", flag, str(shard)], check=True, capture_output=True)
