@@ -18,7 +18,7 @@ from facezip.models.container import (DEFAULT_MAX_DECODE_PIXELS, LEGACY_HEADER_A
                                       FzFormatError, FzHeader, check_decode_size, check_dimensions,
                                       max_payload_bytes, pack_record_body, unpack_legacy_record, unpack_record_body,
                                       xz_decompress)
-from facezip.tasks.archive.xzblock import is_member, pack_member, unpack_member
+from facezip.tasks.archive.xzblock import is_chunked, pack_chunks, unpack_chunks
 
 SHARDS, INDEX, STATS, MANIFESTS, SUCCESS = "shards", "index", "stats", "manifests", "_SUCCESS.json"
 # the longest record header of any version: version 2's, with a 255-byte codec name and padding
@@ -64,7 +64,7 @@ def pack_record(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] 
     """One record (version 3): the record body as LZMA2 chunks, compressed with the codec's LZMA2
     options or, for ``stored`` (entropy-coded) payloads, uncompressed. The header itself lives in
     the index row; the body's CRC32 covers it and is checked before the payload is decoded."""
-    return pack_member(pack_record_body(header, payload), lzma2_options, stored)
+    return pack_chunks(pack_record_body(header, payload), lzma2_options, stored)
 
 
 def max_record_bytes(height: int, width: int) -> int:
@@ -92,8 +92,8 @@ def unpack_record(record: bytes, expected: FzHeader, max_pixels: int = DEFAULT_M
     check_dimensions(expected.height, expected.width)
     check_decode_size(expected.height, expected.width, max_pixels)
     limit = max_body_bytes(expected.height, expected.width)
-    if is_member(record):
-        return unpack_record_body(unpack_member(record, limit), expected)
+    if is_chunked(record):
+        return unpack_record_body(unpack_chunks(record, limit), expected)
     stored = record[: len(LEGACY_RECORD_MAGIC)] == LEGACY_RECORD_MAGIC
     if stored and len(record) > limit:
         raise FzFormatError(f"stored record of {len(record)} bytes is larger than a "

@@ -24,7 +24,7 @@ _CHECK = struct.Struct("<I")
 END_MARKER = b"\x00"
 _CHUNK = 1 << 16  # the most bytes an uncompressed LZMA2 chunk holds
 # control bytes that open a chunk resetting the dictionary: uncompressed, or LZMA with new properties
-RECORD_STARTS = (0x01, 0xE0)
+_RESET_CONTROLS = (0x01, 0xE0)
 
 
 def _crc(*parts: bytes) -> bytes:
@@ -59,27 +59,27 @@ _BLOCK_HEADER = _block_header()
 STREAM_HEAD = _MAGIC + _FLAGS + _crc(_FLAGS) + _BLOCK_HEADER  # the same bytes before every shard's records
 
 
-def pack_member(body: bytes, lzma2_options: dict[str, int] | None = None, stored: bool = False) -> bytes:
+def pack_chunks(body: bytes, lzma2_options: dict[str, int] | None = None, stored: bool = False) -> bytes:
     """``body`` as a record's LZMA2 chunks: compressed with the codec's options, or for ``stored``
     (entropy-coded) payloads uncompressed chunks, 3 bytes of framing per 64 KiB."""
-    if stored:
+    if stored:  # control byte 0x01: uncompressed, dictionary reset; 0x02: uncompressed, continued
         return b"".join(bytes([0x02 if at else 0x01]) + (len(part) - 1).to_bytes(2, "big") + part
                         for at in range(0, len(body), _CHUNK) for part in [body[at : at + _CHUNK]])
     filters = [{**XZ_FILTERS[0], **(lzma2_options or {})}]
     return lzma.compress(body, format=lzma.FORMAT_RAW, filters=filters)[: -len(END_MARKER)]
 
 
-def is_member(record: bytes) -> bool:
+def is_chunked(record: bytes) -> bool:
     """A record of this layout (version 3): older ones begin with xz's magic or ``FZR``."""
-    return bool(record) and record[0] in RECORD_STARTS
+    return bool(record) and record[0] in _RESET_CONTROLS
 
 
-def unpack_member(record: bytes, max_length: int) -> bytes:
+def unpack_chunks(record: bytes, max_length: int) -> bytes:
     """The body of one record, read alone; more than ``max_length`` bytes is refused."""
     return xz_decompress(record + END_MARKER, max_length, raw_lzma2=True)
 
 
-def stream_tail(records_length: int, bodies: list[bytes]) -> bytes:
+def _stream_tail(records_length: int, bodies: list[bytes]) -> bytes:
     """What follows ``records_length`` bytes of records whose bodies are ``bodies``."""
     block_data = len(_BLOCK_HEADER) + records_length + len(END_MARKER)
     check = _crc(*bodies)
@@ -92,8 +92,9 @@ def stream_tail(records_length: int, bodies: list[bytes]) -> bytes:
 
 
 def pack_shard(records: list[bytes]) -> bytes:
-    """The shard file of ``records`` (each from ``pack_member``), one xz stream."""
+    """The shard file of ``records`` (each from ``pack_chunks``), one xz stream; each record is
+    decoded once for the block's CRC32 and size, so a record that does not decode alone fails here."""
     bodies = [lzma.decompress(record + END_MARKER, format=lzma.FORMAT_RAW, filters=[LZMA2_DECODER])
               for record in records]
-    return STREAM_HEAD + b"".join(records) + stream_tail(sum(map(len, records)), bodies)
+    return STREAM_HEAD + b"".join(records) + _stream_tail(sum(map(len, records)), bodies)
 
