@@ -4,6 +4,11 @@ of a direct decode."""
 
 from __future__ import annotations
 
+import lzma
+import random
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,6 +19,29 @@ from facezip.models.coding import decode_file, encode_images
 from facezip.models.loading import load_codec
 from facezip.models.registry import available_codecs
 from facezip.tasks.archive import restore_records, run_archive
+from facezip.tasks.archive.xzblock import STREAM_HEAD, pack_chunks, pack_shard, unpack_chunks
+
+
+def test_records_of_any_size_and_coding_make_one_xz_block_and_read_alone(tmp_path):
+    """Stored and compressed records, over 64 KiB (several LZMA2 chunks) and tiny, in one shard:
+    liblzma and the xz program read the whole stream, and each record decodes from its own bytes."""
+    rng = random.Random(0)
+    bodies = [rng.randbytes(n) for n in (5, 800, 70_000, 200_000)] + [b"face" * 20_000, bytes(100)]
+    records = [pack_chunks(body, stored=True) for body in bodies[:4]]
+    records += [pack_chunks(body, {"lc": 0, "lp": 4, "pb": 4}) for body in bodies]
+    bodies = bodies[:4] + bodies
+    shard = pack_shard(records)
+    assert shard.startswith(STREAM_HEAD) and lzma.decompress(shard) == b"".join(bodies)
+    offset = len(STREAM_HEAD)
+    for record, body in zip(records, bodies):
+        assert shard[offset : offset + len(record)] == record and unpack_chunks(record, len(body)) == body
+        offset += len(record)
+    if shutil.which("xz"):
+        (tmp_path / "shard.xz").write_bytes(shard)
+        listing = subprocess.run(["xz", "-l", "--robot", str(tmp_path / "shard.xz")], check=True,
+                                 capture_output=True, text=True).stdout
+        assert "\nfile\t1\t1\t" in listing  # one stream, one block
+        subprocess.run(["xz", "-t", str(tmp_path / "shard.xz")], check=True)
 
 
 @pytest.mark.parametrize("name", available_codecs())
