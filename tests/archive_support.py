@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import lzma
 import os
+import shutil
+import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from PIL import Image
 
 from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
+from facezip.models.container import FzHeader, crc32, xz_compress
 from facezip.models.loading import weights_to_bytes
 from facezip.models.registry import create_codec
 from facezip.tasks.archive.integrity import read_index
@@ -47,9 +52,11 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def write_random_weights(path: Path) -> Path:
+def write_random_weights(path: Path, codec: str = "binarized-cae") -> Path:
     torch.manual_seed(0)
-    path.write_bytes(weights_to_bytes(create_codec("binarized-cae").freeze()))
+    model = create_codec(codec)
+    model.refresh_entropy_model()  # entropy-coded codecs need their CDF tables, as trained weights carry them
+    path.write_bytes(weights_to_bytes(model.freeze()))
     return path
 
 
@@ -94,3 +101,29 @@ def write_detect_output(folder: Path, crops: list[Path]) -> None:
                       "image_bytes": [p.read_bytes() for p in crops]})
     pq.write_table(table, folder / "faces" / "part-00000.parquet")
     (folder / "_SUCCESS.json").write_text("{}")
+
+
+def check_shards_are_xz(root: Path) -> None:
+    """Every shard is one valid xz stream: ``xz -t`` and ``xz -l`` accept it (where the xz
+    program is installed) and Python's lzma decodes it."""
+    shards = sorted((root / "shards").glob("*.xz"))
+    assert shards
+    for shard in shards:
+        lzma.decompress(shard.read_bytes(), format=lzma.FORMAT_XZ)
+        if shutil.which("xz"):
+            for flag in ("-t", "-l"):
+                subprocess.run(["xz", flag, str(shard)], check=True, capture_output=True)
+
+
+def legacy_record(header: FzHeader, payload: bytes, lzma2_options: dict | None = None, stored: bool = False,
+                  version: int = 2) -> bytes:
+    """A record as facezip wrote them before version 3 (``pack_record`` of then, kept here to build
+    old archives): ``FZR``, version, codec-name length + name, weights hash, height, width, a CRC32
+    of all that and the payload (version 2), then the payload; the whole an xz stream of its own,
+    with the header zero-padded to 16, unless ``stored``."""
+    name = header.codec.encode("ascii")
+    head = b"FZR" + bytes([version, len(name)]) + name + bytes.fromhex(header.weights_hash)
+    head += struct.pack("<II", header.height, header.width)
+    if version == 2:
+        head += struct.pack("<I", crc32(head, payload))
+    return head + payload if stored else xz_compress(head + bytes(-len(head) % 16) + payload, lzma2_options)

@@ -30,12 +30,29 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FACEZIP_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR in dB of two 8-bit images, computed here rather than by the code under test."""
+    mse = np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+
 def shared_dataset(name: str) -> Path:
     """A folder of ``../shared/data``; the test is skipped when it is not on this machine."""
     path = SHARED_DATA / name
     if not path.is_dir():
         pytest.skip(f"real data {path} is not on this machine (development data, not shipped)")
     return path
+
+
+# Fixtures that start Ray, an MLflow server or an S3 server: a test using any of them, directly or
+# through another fixture, is `slow` (README "Test"). Tests that start them otherwise mark themselves.
+SLOW_FIXTURES = {"ray_local", "mlflow_server", "s3_endpoint", "s3_bucket"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

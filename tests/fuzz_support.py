@@ -68,9 +68,10 @@ def seeds(models) -> dict[str, list[tuple[str, bytes, dict]]]:
     import numpy as np
     import pyarrow as pa
 
+    from archive_support import legacy_record  # archives written before record version 3 still read
+    from facezip.infra.storage import parquet_bytes
     from facezip.models.coding import encode_images, encode_payloads
     from facezip.models.container import FzHeader
-    from facezip.infra.storage import parquet_bytes
     from facezip.tasks.archive.layout import INDEX_SCHEMA, LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, pack_record
 
     rng = np.random.default_rng(0)
@@ -84,6 +85,8 @@ def seeds(models) -> dict[str, list[tuple[str, bytes, dict]]]:
         payload = encode_payloads(model, [face])[0]
         records.append((f"{model.name}.record", pack_record(header, payload, model.xz_options,
                                                              stored=model.entropy_coded), _row(header)))
+        records.append((f"{model.name}-v2.record", legacy_record(header, payload, model.xz_options,
+                                                                 stored=model.entropy_coded), _row(header)))
     png = io.BytesIO()
     from PIL import Image
 
@@ -127,10 +130,12 @@ def mutate(data: bytes, rng: random.Random, donors: list[bytes]) -> bytes:
     return bytes(out)
 
 
-def fix_framing(target: str, data: bytes) -> bytes:
+def fix_framing(target: str, data: bytes, context: dict) -> bytes:
     """Recompute the payload length and CRC32 a mutated ``.fz`` file carries, or a stored record's
-    CRC32, as a hostile writer would: the mutation then reaches the payload's decoder."""
+    chunk length and CRC32 (of the header its index row ``context`` gives), as a hostile writer
+    would: the mutation then reaches the payload's decoder."""
     from facezip.models.container import MAGIC, crc32
+    from facezip.tasks.archive.layout import row_header
 
     if target == "fz" and data[:4] == MAGIC and len(data) > 7 and data[4] in (2, 3):
         sizes = 7 + data[6] + 8
@@ -143,6 +148,10 @@ def fix_framing(target: str, data: bytes) -> bytes:
         end = 5 + data[4] + 8 + 8
         if len(data) >= end + 4:
             return data[:end] + struct.pack("<I", crc32(data[:end], data[end + 4 :])) + data[end + 4 :]
+    if target == "record" and data[:1] == b"\x01" and 8 < len(data) <= 3 + (1 << 16):  # one uncompressed chunk
+        body = data[3:]
+        crc = crc32(row_header(context).identity(), body[:1], body[5:])
+        return b"\x01" + (len(body) - 1).to_bytes(2, "big") + body[:1] + struct.pack("<I", crc) + body[5:]
     return data
 
 
@@ -156,7 +165,7 @@ def corpus(seed_sets: dict[str, list], counts: dict[str, int], seed: int) -> lis
             name, data, context = rng.choice(seed_sets[target])
             mutated = mutate(data, rng, donors)
             if rng.random() < 0.5:
-                mutated = fix_framing(target, mutated)
+                mutated = fix_framing(target, mutated, context)
             items.append((target, name, mutated, context))
     return items
 
@@ -322,7 +331,8 @@ def summary(report: Report, verbose: bool = False) -> str:
     lines += [f"  {target:7s} {outcome:24s} {count}" for (target, outcome), count in sorted(report.outcomes.items())]
     if verbose:
         lines += ["  most frequent outcomes in words:"]
-        lines += [f"    {count:6d}  {target:7s} {message}" for (target, message), count in report.messages.most_common(30)]
+        frequent = report.messages.most_common(30)
+        lines += [f"    {count:6d}  {target:7s} {message}" for (target, message), count in frequent]
     lines += [f"  finding: input {i}, {t} from {s}: {o}" for i, t, s, o in report.findings[:20]]
     return "\n".join(lines)
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import lzma
 import shutil
-import subprocess
 from pathlib import Path
 
 import mlflow
@@ -13,12 +11,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archive_support import (archive_config, index_rows, write_crops, write_detect_output, write_random_weights)
+from archive_support import (
+    archive_config,
+    check_shards_are_xz,
+    index_rows,
+    write_crops,
+    write_detect_output,
+    write_random_weights,
+)
 from facezip.cli import main
 from facezip.infra.storage import Storage
 from facezip.models.coding import decode_file, encode_images
 from facezip.models.loading import load_codec
 from facezip.tasks.archive import ArchiveReader, RecordError, restore_records, run_archive, run_verify
+from facezip.tasks.archive.xzblock import STREAM_HEAD
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +47,6 @@ def crops(tmp_path_factory) -> Path:
 def direct_decode(codec, path: Path) -> np.ndarray:
     """What ``facezip compress`` + ``decompress`` give for the same image: the reference pixels."""
     return decode_file(codec, encode_images(codec, [np.asarray(Image.open(path).convert("RGB"))])[0])
-
-
-def check_shards_are_xz(root: Path) -> None:
-    for shard in sorted((root / "shards").glob("*.xz")):
-        if shutil.which("xz"):
-            subprocess.run(["xz", "-t", str(shard)], check=True)
-        else:  # Python's lzma reads concatenated streams the same way
-            lzma.decompress(shard.read_bytes(), format=lzma.FORMAT_XZ)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +72,9 @@ def test_round_trip_local_restores_the_pixels_of_a_direct_decode(archived, crops
     assert sorted(r["id"] for r in rows) == sorted(p.stem for p in crops.glob("*.png"))
     for shard in range(5):
         spans = sorted((r["offset"], r["length"]) for r in rows if r["shard"] == shard)
-        assert [o for o, _ in spans] == list(np.cumsum([0] + [n for _, n in spans[:-1]]))
-        assert sum(n for _, n in spans) == (dest / "shards" / f"{shard:05d}.xz").stat().st_size
+        assert [o for o, _ in spans] == list(np.cumsum([len(STREAM_HEAD)] + [n for _, n in spans[:-1]]))
+        data = (dest / "shards" / f"{shard:05d}.xz").read_bytes()
+        assert data.startswith(STREAM_HEAD) and data[sum(spans[-1])] == 0  # LZMA2's end marker ends the records
 
     results = restore_records(codec, str(dest), None, str(tmp_path / "out"), Storage(), progress=False).results
     assert all(r.error is None for r in results) and len(results) == 40

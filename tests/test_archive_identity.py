@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from archive_support import index_rows
+from archive_support import check_shards_are_xz, index_rows
 from facezip.cli import main
 from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
@@ -30,7 +30,6 @@ from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import create_codec
 from facezip.tasks.archive import ArchiveReader, restore_records, run_verify
 from facezip.tasks.archive.integrity import read_index
-from facezip.tasks.archive.layout import RECORD_MAGIC
 
 FLOOR = 0.5
 
@@ -112,6 +111,7 @@ def test_floor_keeps_recognisable_faces_at_the_start_rung_and_stores_the_rest_lo
     for name in ("sharp0", "sharp1"):  # below the floor at both rungs → PNG, flagged
         assert (rows[name]["codec"], rows[name]["level"], rows[name]["lossless_fallback"]) == ("png", None, True)
         assert rows[name]["identity_similarity"] == 1.0
+    check_shards_are_xz(dest)  # rANS and PNG records alike
 
     summary = json.loads((dest / "_SUCCESS.json").read_text())
     assert summary["faces_per_level"] == {"1": 2, "png": 2}
@@ -150,7 +150,7 @@ def test_mixed_rungs_restore_and_verify(floored, ladder, codecs, faces, astronau
     assert (late["level"], late["identity_similarity"], late["lossless_fallback"]) == (2, None, False)
     assert late["weights_hash"] == codecs[1].weights_hash()
     reader = ArchiveReader(str(dest), Storage())
-    assert reader.read_record(reader.row("late0")).startswith(RECORD_MAGIC)  # entropy-coded: stored, not xz
+    assert reader.read_record(reader.row("late0"))[0] == 0x01  # entropy-coded: an uncompressed LZMA2 chunk
     np.testing.assert_array_equal(reader.restore(codecs, "late0"), direct_decode(codecs[1], new / "late0.png"))
     np.testing.assert_array_equal(reader.restore(codecs, "flat0"), direct_decode(codecs[0], faces / "flat0.png"))
     np.testing.assert_array_equal(reader.restore(codecs, "sharp0"), pixels(faces / "sharp0.png"))

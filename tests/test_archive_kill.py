@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from archive_support import (CLI, archive_config, command_line, descendants, index_rows, shard_bytes, write_crops,
-                             write_random_weights)
+from archive_support import (
+    CLI,
+    archive_config,
+    command_line,
+    descendants,
+    index_rows,
+    shard_bytes,
+    write_crops,
+    write_random_weights,
+)
 from facezip.tasks.archive import run_archive, run_verify
 
 N_CROPS = 64

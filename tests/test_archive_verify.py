@@ -14,13 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from archive_support import archive_config, index_rows, write_crops, write_random_weights
+from archive_support import archive_config, index_rows, legacy_record, write_crops, write_random_weights
 from facezip.cli import main
 from facezip.infra.storage import Storage
 from facezip.models.container import FzHeader
-from facezip.tasks.archive import run_archive, run_verify
+from facezip.models.registry import codec_class
+from facezip.tasks.archive import ArchiveReader, run_archive, run_verify
 from facezip.tasks.archive.integrity import IndexPartError, read_trusted_part
-from facezip.tasks.archive.layout import LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH
+from facezip.tasks.archive.layout import LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, row_header, unpack_record
 from facezip.tasks.archive.restore import decode_opened
 
 SHARD = 1  # the shard the tests damage (the archive has 3: 8 + 8 + 4 records)
@@ -60,16 +61,36 @@ def test_pristine_archive_verifies(pristine):
     assert verify(dest, weights) == (set(), [])
 
 
-@pytest.mark.parametrize("where", ["first", "second record header", "middle", "record end", "last"])
-def test_one_flipped_byte_names_its_record_and_only_it(archive, pristine, where):
+def flip(archive: Path, position) -> tuple[list[dict], int]:
+    """Flip a bit of shard SHARD at ``position(rows, data)``; returns the shard's rows and the position."""
     rows = shard_rows(archive)
     shard = archive / "shards" / f"{SHARD:05d}.xz"
     data = bytearray(shard.read_bytes())
-    position = {"first": 0, "second record header": rows[1]["offset"] + 3, "middle": len(data) // 2,
-                "record end": rows[2]["offset"] + rows[2]["length"] - 1, "last": len(data) - 1}[where]
-    data[position] ^= 0x40
+    at = position(rows, data)
+    data[at] ^= 0x40
     shard.write_bytes(bytes(data))
-    assert verify(archive, pristine[1]) == ({owner_of(rows, position)}, [])
+    return rows, at
+
+
+def records_end(rows: list[dict]) -> int:
+    return rows[-1]["offset"] + rows[-1]["length"]
+
+
+@pytest.mark.parametrize("where", ["first", "second record header", "middle", "record end", "last"])
+def test_one_flipped_byte_names_its_record_and_only_it(archive, pristine, where):
+    rows, at = flip(archive, lambda rows, data: {
+        "first": rows[0]["offset"], "second record header": rows[1]["offset"] + 3, "middle": len(data) // 2,
+        "record end": rows[2]["offset"] + rows[2]["length"] - 1, "last": records_end(rows) - 1}[where])
+    assert verify(archive, pristine[1]) == ({owner_of(rows, at)}, [])
+
+
+@pytest.mark.parametrize("where", ["stream header", "block header", "end marker", "block check", "footer"])
+def test_a_flipped_byte_in_the_xz_frame_is_a_shard_problem(archive, pristine, where):
+    flip(archive, lambda rows, data: {"stream header": 1, "block header": 14, "end marker": records_end(rows),
+                                      "block check": records_end(rows) + 4, "footer": len(data) - 1}[where])
+    damaged, problems = verify(archive, pristine[1])
+    assert damaged == set() and [p["shard"] for p in problems] == [SHARD]
+    assert ("not a valid xz stream" if where != "end marker" else "belong to no record") in problems[0]["problem"]
 
 
 def test_truncated_shard_names_the_records_past_the_cut(archive, pristine):
@@ -80,19 +101,19 @@ def test_truncated_shard_names_the_records_past_the_cut(archive, pristine):
     assert verify(archive, pristine[1]) == ({r["id"] for r in rows[5:]}, [])
 
 
-def rewrite_index_part(archive: Path, rows: list[dict], checksum: bool) -> None:
-    """Write shard SHARD's index part anew; with ``checksum``, its stats record the new sha256 (an
+def rewrite_index_part(archive: Path, rows: list[dict], checksum: bool, shard: int = SHARD) -> None:
+    """Write ``shard``'s index part anew; with ``checksum``, its stats record the new sha256 (an
     archive written that way, e.g. by a faulty or hostile writer), else the old one stays (damage)."""
-    part = archive / "index" / f"{SHARD:05d}.parquet"
+    part = archive / "index" / f"{shard:05d}.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(part)), part, compression="zstd")
     if checksum:
-        stats_file = archive / "stats" / f"{SHARD:05d}.json"
+        stats_file = archive / "stats" / f"{shard:05d}.json"
         stats = json.loads(stats_file.read_text())
         stats_file.write_text(json.dumps({**stats, "index_sha256": hashlib.sha256(part.read_bytes()).hexdigest()}))
 
 
-def index_part_rows(archive: Path) -> list[dict]:
-    return pq.read_table(archive / "index" / f"{SHARD:05d}.parquet").to_pylist()
+def index_part_rows(archive: Path, shard: int = SHARD) -> list[dict]:
+    return pq.read_table(archive / "index" / f"{shard:05d}.parquet").to_pylist()
 
 
 def test_index_pointing_past_the_end_names_that_record(archive, pristine):
@@ -112,7 +133,8 @@ def test_orphan_bytes_and_uncommitted_shards_are_shard_problems(archive, pristin
     assert problems == [{"shard": "00009.xz", "problem": "shard file not committed by any index part (an "
                                                          "interrupted run: rerun archive; or its index part "
                                                          "was deleted)"},
-                        {"shard": SHARD, "problem": "7 orphan bytes after the last record"}]
+                        {"shard": SHARD, "problem": "the shard is not a valid xz stream: 7 stray bytes after the "
+                                                    "xz stream"}]
 
 
 def test_cli_verify_reports_each_damaged_record_and_fails(archive, pristine, capsys):
@@ -158,11 +180,13 @@ def test_shard_deleted_with_its_index_and_stats_is_missing(archive, pristine, sh
 def test_damaged_index_part_is_detected_and_costs_only_its_records(archive, pristine, tmp_path, capsys):
     rows = index_part_rows(archive)
     renamed = rows[0]["id"]
-    rows[0]["id"], rows[1]["source_uri"], rows[2]["source_uri"] = "renamed", rows[2]["source_uri"], rows[1]["source_uri"]
+    rows[0]["id"] = "renamed"
+    rows[1]["source_uri"], rows[2]["source_uri"] = rows[2]["source_uri"], rows[1]["source_uri"]
     rewrite_index_part(archive, rows, checksum=False)
     damaged, problems = verify(archive, pristine[1])
     assert damaged == set() and problems == [{"shard": SHARD, "problem": f"index part {SHARD:05d} is damaged: its "
-                                              "sha256 does not match the one in its stats; its records are not trusted"}]
+                                              "sha256 does not match the one in its stats; its records are not "
+                                              "trusted"}]
     assert cli_restore(archive, pristine[1], tmp_path / "out", "--all") == 1
     err = capsys.readouterr().err
     assert f"shard {SHARD}: index part {SHARD:05d} is damaged" in err and "the archive has 1 problem(s)" in err
@@ -203,8 +227,40 @@ def test_absurd_length_in_the_index_is_a_clear_error(archive, pristine, tmp_path
     rewrite_index_part(archive, rows, checksum=True)
     assert cli_restore(archive, pristine[1], tmp_path / "out", "--id", rows[0]["id"], rows[1]["id"]) == 1
     err = capsys.readouterr().err
-    assert f"index row says {2**40} bytes at offset 0, impossible for a" in err and "1 of 2 done" in err
+    assert f"index row says {2**40} bytes at offset {rows[0]['offset']}, impossible for a" in err
+    assert "1 of 2 done" in err
     assert rows[0]["id"] in verify(archive, pristine[1])[0]
+
+
+def rewrite_in_an_older_layout(archive: Path, version: int) -> None:
+    """Every shard rewritten as facezip wrote them before record version 3 (records back to back
+    from byte 0, each an xz stream, or, every other one, ``FZR`` + header + payload as they are),
+    its index rows and stats to match."""
+    reader, options = ArchiveReader(str(archive), Storage()), codec_class("binarized-cae").xz_options
+    for shard in sorted(int(part.stem) for part in (archive / "index").glob("*.parquet")):
+        records, offset = [], 0
+        rows = sorted(index_part_rows(archive, shard), key=lambda r: r["offset"])
+        for i, row in enumerate(rows):
+            payload = unpack_record(reader.read_record(row), row_header(row))
+            records.append(legacy_record(row_header(row), payload, options, stored=i % 2 == 1, version=version))
+            row.update(offset=offset, length=len(records[-1]), sha256=hashlib.sha256(records[-1]).hexdigest())
+            offset += len(records[-1])
+        (archive / "shards" / f"{shard:05d}.xz").write_bytes(b"".join(records))
+        rewrite_index_part(archive, rows, checksum=True, shard=shard)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_archives_of_older_record_versions_restore_and_verify(archive, pristine, tmp_path, version):
+    assert cli_restore(pristine[0], pristine[1], tmp_path / "now", "--all") == 0
+    rewrite_in_an_older_layout(archive, version)
+    assert verify(archive, pristine[1]) == (set(), [])
+    assert cli_restore(archive, pristine[1], tmp_path / "old", "--all") == 0
+    restored = sorted(p.name for p in (tmp_path / "now").iterdir())
+    assert len(restored) == 20 and restored == sorted(p.name for p in (tmp_path / "old").iterdir())
+    for name in restored:
+        assert (tmp_path / "old" / name).read_bytes() == (tmp_path / "now" / name).read_bytes()
+    rows = flip(archive, lambda rows, data: rows[3]["offset"] + rows[3]["length"] // 2)[0]
+    assert verify(archive, pristine[1]) == ({rows[3]["id"]}, [])
 
 
 def test_a_corrupt_lossless_record_fails_alone():

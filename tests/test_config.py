@@ -51,3 +51,11 @@ def test_bad_files_are_named(tmp_path):
     typo.write_text("archive:\n  records_per_shrad: 10\n")
     with pytest.raises(ConfigError, match=r"typo.yaml: unknown config key 'archive.records_per_shrad'"):
         load_config([typo])
+
+
+def test_per_baseline_quality_keys_of_older_configs_still_load(tmp_path):
+    """``evaluate.<baseline>_qualities`` predates the baseline registry: it reads as ``evaluate.qualities``."""
+    old = tmp_path / "old.yaml"
+    old.write_text("evaluate:\n  webp_qualities: [5, 30]\n")
+    cfg = load_config([old], ["evaluate.jpeg_qualities=[10,50]", "evaluate.qualities.avif=[1]"])
+    assert dict(cfg.evaluate.qualities) == {"webp": [5, 30], "jpeg": [10, 50], "avif": [1]}

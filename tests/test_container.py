@@ -10,8 +10,7 @@ import torch
 
 from facezip.models import create_codec
 from facezip.models.coding import decode_file, encode_images
-from facezip.models.container import (MAGIC, PAYLOAD_XZ, FzFormatError, FzHeader, crc32, pack_fz, read_header,
-                                      unpack_fz)
+from facezip.models.container import MAGIC, PAYLOAD_XZ, FzFormatError, FzHeader, crc32, pack_fz, read_header, unpack_fz
 
 
 @pytest.fixture(scope="module")

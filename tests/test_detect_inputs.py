@@ -15,8 +15,8 @@ from facezip.infra.config import load_config
 from facezip.infra.readers import IMAGE_COLUMN, REF_SCHEMA
 from facezip.models.face_detector import Face, FaceDetector, crop_face
 from facezip.tasks.detect import DETECTION_SCHEMA, AccountingError, select_faces
-from facezip.tasks.detect.report import check_accounting, count_outcomes
 from facezip.tasks.detect.faces import DetectFaces
+from facezip.tasks.detect.report import check_accounting, count_outcomes
 from tests import detect_samples as samples
 
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import shared_dataset
 from facezip.cli import main
 from facezip.infra.config import load_config
 from facezip.models.loading import weights_to_bytes
 from facezip.models.registry import create_codec
 from facezip.tasks.evaluate import run_evaluate
+from tests.conftest import shared_dataset
 
 PEOPLE = ("Ann_Alpha", "Bob_Beta", "Cid_Gamma", "Dee_Delta")
 PAIRS = """2 2
@@ -43,7 +43,8 @@ def faces_dir(tmp_path_factory, astronaut) -> Path:
         for i in range(1, 4):
             top, left = 30 + 40 * p + 4 * i, 150 + 5 * i
             face = astronaut[top : top + 64, left : left + 64].astype(int) + rng.integers(-8, 8, (64, 64, 3))
-            Image.fromarray(np.clip(face, 0, 255).astype(np.uint8)).save(root / "images" / person / f"{person}_{i:04d}.jpg")
+            path = root / "images" / person / f"{person}_{i:04d}.jpg"
+            Image.fromarray(np.clip(face, 0, 255).astype(np.uint8)).save(path)
     (root / "pairs.txt").write_text(PAIRS)
     return root
 

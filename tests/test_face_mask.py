@@ -14,8 +14,8 @@ from PIL import Image
 from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
 from facezip.models.face_mask import EMPTY, NO_LANDMARKS, centre_ellipse, face_mask, landmarks_in_crop
+from facezip.models.metrics import measure
 from facezip.tasks.evaluate.data import load_faces
-from facezip.tasks.evaluate.metrics import face_metrics
 
 # a 160 px MTCNN crop's landmarks: eyes, nose, mouth corners (x, y)
 LANDMARKS = np.array([[55, 70], [105, 70], [80, 95], [60, 120], [100, 120]], dtype=float)
@@ -72,7 +72,7 @@ def _face_pair() -> tuple[np.ndarray, np.ndarray]:
 
 def test_identical_images_have_perfect_face_metrics():
     original, mask = _face_pair()
-    metrics = face_metrics(original, original.copy(), mask)
+    metrics = measure(original, original.copy(), mask)
     assert metrics["face_psnr"] == math.inf and metrics["face_l1"] == 0.0
     assert metrics["face_ms_ssim"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["face_ssim"] == pytest.approx(1.0, abs=1e-6)
@@ -82,7 +82,7 @@ def test_damage_outside_the_mask_leaves_the_face_untouched():
     original, mask = _face_pair()
     damaged = original.copy()
     damaged[~mask] = 255 - damaged[~mask]
-    metrics = face_metrics(original, damaged, mask)
+    metrics = measure(original, damaged, mask)
     assert metrics["face_psnr"] == math.inf and metrics["face_l1"] == 0.0
 
 
@@ -90,14 +90,14 @@ def test_damage_inside_the_mask_is_measured_over_its_pixels_alone():
     original, mask = _face_pair()
     damaged = original.astype(int)
     damaged[mask] = np.clip(damaged[mask] + np.where(damaged[mask] < 128, 4, -4), 0, 255)  # exactly ±4
-    metrics = face_metrics(original, damaged.astype(np.uint8), mask)
+    metrics = measure(original, damaged.astype(np.uint8), mask)
     assert metrics["face_psnr"] == pytest.approx(10 * math.log10(255**2 / 16))
     assert metrics["face_l1"] == pytest.approx(4 / 255)
 
 
 def test_a_face_box_too_small_for_ms_ssim_is_measured_by_ssim():
     original = np.random.default_rng(1).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    metrics = face_metrics(original, original.copy(), centre_ellipse(24, 24))
+    metrics = measure(original, original.copy(), centre_ellipse(24, 24))
     assert math.isnan(metrics["face_ms_ssim"]) and metrics["face_ssim"] == pytest.approx(1.0, abs=1e-6)
 
 

@@ -19,7 +19,6 @@ from facezip.models.facenet import (
     standardize,
 )
 
-
 REFERENCE_EMBEDDING = Path(__file__).parent / "data" / "casia_webface_astronaut_embedding.npy"
 
 

@@ -17,9 +17,10 @@ from PIL import Image
 from facezip.models import create_codec
 from facezip.models.coding import decode_file, decode_files, encode_images
 from facezip.models.container import PAYLOAD_STORED, FzFormatError, FzHeader, pack_fz, read_header
-from facezip.models.loading import codec_from_bytes, weights_to_bytes
+from facezip.models.loading import BUNDLED, codec_from_bytes, load_codec, weights_to_bytes
 from facezip.models.losses import PretrainLoss, with_rate
 from facezip.tasks.train.loop import make_optimizers, trainable_names
+from tests.conftest import psnr
 
 SMALL = {"N": 16, "M": 24}
 
@@ -59,14 +60,16 @@ def faces(astronaut):
     return [np.ascontiguousarray(astronaut[y : y + 72, x : x + 88]) for y, x in ((20, 180), (60, 200), (0, 0))]
 
 
-def test_payload_is_stored_entropy_coded_bits(codec, faces):
+def test_payload_is_stored_entropy_coded_bits_that_decode_to_the_face(faces):
+    codec = load_codec("mean-scale-hyperprior", BUNDLED, level=1)  # trained weights: the decode must look right
     files = encode_images(codec, faces)
     header, payload, coding = read_header(files[0])
     assert coding == PAYLOAD_STORED and payload[:6] != b"\xfd7zXZ\x00"
     assert (header.height, header.width) == (72, 88)
     decoded = decode_files(codec, files)
     assert [d.shape for d in decoded] == [f.shape for f in faces]
-    assert np.mean([np.abs(d.astype(int) - f).mean() for d, f in zip(decoded, faces)]) < 128
+    # rung 1 measured 21.9–22.2 dB on these crops; a mid-grey decode scores 10.9–13.7 dB
+    assert min(psnr(f, d) for f, d in zip(faces, decoded)) > 20
 
 
 def test_rate_estimate_tracks_the_real_stream(codec, faces):
@@ -132,9 +135,11 @@ def test_a_stream_that_crashes_the_rans_decoder_is_an_error_not_a_crash(codec):
     header = FzHeader(codec.name, codec.weights_hash(), 2048, 2048)
     y_string = b"\xff" * (4 * (codec.min_payload_bytes(2048, 2048) // 4) + 8)
     hostile = pack_fz(header, b"\x08\x00" + b"\xff" * 8 + y_string, stored=True)
+    fine = encode_images(codec, [np.zeros((16, 16, 3), np.uint8)])[0]
+    before = decode_file(codec, fine)
     with pytest.raises(FzFormatError, match=r"the entropy decoder crashed \(SIGSEGV\)"):
         decode_file(codec, hostile)
-    assert decode_file(codec, encode_images(codec, [np.zeros((16, 16, 3), np.uint8)])[0]).shape == (16, 16, 3)
+    assert np.array_equal(decode_file(codec, fine), before)  # the next decode is still right
 
 
 def test_a_few_bytes_cannot_claim_a_huge_image(codec):

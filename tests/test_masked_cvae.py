@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from archive_support import archive_config, write_crops
 
+from archive_support import archive_config, write_crops
 from facezip.infra.storage import Storage
 from facezip.models import create_codec
 from facezip.models.coding import decode_file, decode_files, encode_images
@@ -20,6 +20,7 @@ from facezip.models.loading import codec_from_bytes, load_codec, weights_to_byte
 from facezip.models.losses import MaskedL1Loss, with_rate
 from facezip.tasks.archive import restore_records, run_archive, run_verify
 from facezip.tasks.evaluate.codecs import facezip_level
+from tests.conftest import psnr
 
 SMALL = {"channels": [8, 8, 16, 16], "latent_channels": 8, "quant_step": 0.5}
 
@@ -96,8 +97,9 @@ def test_weights_round_trip_with_their_cdf_tables(codec, faces):
 
 def test_bundled_weights_load_and_code_a_face(faces):
     codec = load_codec("masked-cvae", "bundled")
-    restored = decode_file(codec, encode_images(codec, faces[:1])[0])
-    assert np.abs(restored.astype(int) - faces[0]).mean() < 40  # a trained model, not noise
+    decoded = decode_files(codec, encode_images(codec, faces))
+    # a trained model, not noise: measured 20.3–21.2 dB on these crops, a mid-grey decode 10.9–13.7 dB
+    assert min(psnr(f, d) for f, d in zip(faces, decoded)) > 18
 
 
 def test_the_kl_is_the_rate_of_the_training_objective(codec):
@@ -162,7 +164,8 @@ def test_a_hostile_stream_is_an_error_not_a_crash(codec):
     """8 bytes claiming a 2048×2048 image: CompressAI's decoder would read far past their end; in the
     guarded helper process that is one FzFormatError, and the next decode still works."""
     header = FzHeader(codec.name, codec.weights_hash(), 2048, 2048)
+    fine = encode_images(codec, [np.zeros((32, 32, 3), np.uint8)])[0]
+    before = decode_file(codec, fine)
     with pytest.raises(FzFormatError, match="entropy decoder"):
         decode_file(codec, pack_fz(header, b"\xff" * 8, stored=True))
-    face = np.zeros((32, 32, 3), np.uint8)
-    assert decode_file(codec, encode_images(codec, [face])[0]).shape == (32, 32, 3)
+    assert np.array_equal(decode_file(codec, fine), before)  # the next decode is still right

@@ -14,8 +14,8 @@ from facezip.infra.readers import open_reader, parse_lfw_pairs
 from facezip.infra.storage import Storage
 from facezip.pipelines import bundled_pipelines, load_pipeline
 from facezip.pipelines.demo import DEMO_DATA_STAGE, build_demo_dataset
-from facezip.tasks.stage import run_stage
 from facezip.pipelines.spec import read_definition
+from facezip.tasks.stage import run_stage
 
 EXPECTED_STAGES = {
     "celeba": ["detect", "pretrain", "finetune", "archive", "verify", "evaluate"],

@@ -155,7 +155,8 @@ def test_from_needs_earlier_stages_complete(toy: Path) -> None:
 
 
 @pytest.mark.parametrize("edit, message", [
-    (("uses: test-check", "uses: no-such-stage"), r"stages.check: unknown stage 'uses: no-such-stage' \(known: .*detect"),
+    (("uses: test-check", "uses: no-such-stage"),
+     r"stages.check: unknown stage 'uses: no-such-stage' \(known: .*detect"),
     (("copies: 2", "copies: 2, colour: red"), r"stages.make.with: 'test-make' takes no argument\(s\) \['colour'\]"),
     (("${stages.make.result.file}", "${stages.check.output}"), r"stages.loud refers to stages.check, which is not an"),
     (("${stages.make.result.file}", "${stages.make.result.fil}"),
@@ -189,7 +190,8 @@ def test_cli_run_reports_stages_and_failures(toy: Path, capsys) -> None:
     assert main(["run", str(toy), f"pipeline.root={root}", "tracking.enabled=false"]) == 0
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert [(line[0], line[1], line[3], line[4]) for line in lines] == [
-        ("make", "ran", "s", f"{root}/make"), ("loud", "ran", "s", f"{root}/loud"), ("check", "ran", "s", f"{root}/check")]
+        ("make", "ran", "s", f"{root}/make"), ("loud", "ran", "s", f"{root}/loud"),
+        ("check", "ran", "s", f"{root}/check")]
     BROKEN.add("shout")
     assert main(["run", str(toy), "--from", "loud", f"pipeline.root={root}", "tracking.enabled=false"]) == 1
     assert "stage 'loud' (uses: test-shout) failed: ValueError" in capsys.readouterr().err

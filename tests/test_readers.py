@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from facezip.infra.readers import LfwPair, ReaderError, lfw_id, open_reader, parse_lfw_pairs
+from facezip.infra.readers import ROW_COLUMNS, LfwPair, ReaderError, lfw_id, open_reader, parse_lfw_pairs
 from facezip.infra.storage import Storage
 from tests.conftest import shared_dataset
 
@@ -121,6 +121,30 @@ def test_parquet_round_trip_through_ray(tmp_path: Path, ray_local) -> None:
     rows = sorted(reader.to_ray_dataset().take_all(), key=lambda r: r["id"])
     assert [r["image_bytes"] for r in rows] == data
     assert set(rows[0]) == {"id", "source_uri", "identity", "split", "image_bytes", "read_error"}
+
+
+def test_rows_with_bytes_come_without_ray_from_files_and_parquet(celeba: Path, tmp_path: Path) -> None:
+    (celeba / "img_align_celeba" / "000002.jpg").unlink()
+    rows = list(open_reader(str(celeba), Storage()).rows())
+    assert [r["id"] for r in rows] == ["000001", "000002", "000003"]
+    assert rows[0]["image_bytes"] == (celeba / "img_align_celeba" / "000001.jpg").read_bytes()
+    assert rows[1]["image_bytes"] is None and "FileNotFoundError" in rows[1]["read_error"]
+    table = tmp_path / "table"
+    table.mkdir()
+    pq.write_table(pa.table({"id": ["p1", "p2"], "image_bytes": [_jpeg(1), _jpeg(2)]}), table / "part-0.parquet")
+    rows = list(open_reader(str(table), Storage()).rows())
+    assert [r["image_bytes"] for r in rows] == [_jpeg(1), _jpeg(2)] and set(rows[0]) == set(ROW_COLUMNS)
+
+
+def test_a_registered_output_folder_reads_as_its_table(tmp_path: Path) -> None:
+    """detect registers its output folder; infra knows no stage's layout."""
+    import facezip.tasks  # noqa: F401  (registers detect's output folder)
+
+    (tmp_path / "faces").mkdir()
+    pq.write_table(pa.table({"id": ["f1"], "image_bytes": [_jpeg(1)]}), tmp_path / "faces" / "part-00000.parquet")
+    _write(tmp_path / "contact_sheet.png", _jpeg(2))
+    reader = open_reader(str(tmp_path), Storage())
+    assert (reader.layout, reader.src, [r.id for r in reader.refs()]) == ("parquet", str(tmp_path / "faces"), ["f1"])
 
 
 def test_real_lfw_and_celeba_listings() -> None:

@@ -76,7 +76,8 @@ def face_crops(tmp_path_factory, ray_local) -> Path:
     for i, rgb in enumerate(_smooth_images(14, (160, 160), seed=2)):
         buffer = io.BytesIO()
         Image.fromarray(rgb).save(buffer, format="PNG")
-        rows.append({"id": f"face{i}", "image_bytes": buffer.getvalue(), "face_box_in_crop": [30.0, 20.0, 130.0, 150.0]})
+        rows.append({"id": f"face{i}", "image_bytes": buffer.getvalue(),
+                     "face_box_in_crop": [30.0, 20.0, 130.0, 150.0]})
     (dest / "faces").mkdir()
     pq.write_table(pa.Table.from_pylist(rows), dest / "faces" / "part-0.parquet")
     return dest
@@ -145,7 +146,8 @@ def test_finetune_on_face_crops_sqlite_and_s3_checkpoints(ray_local, face_crops,
     # start made the 3-step loss comparison a coin toss
     pretrained = bundled_weights_path("binarized-cae")
     cfg = load_config([], [*FAST, f"tracking.uri={mlflow_sqlite}", "train.epochs=1", "train.lr=0.0005",
-                           f"train.finetune.facenet_weights={facenet_file}", f"storage.endpoint_url={storage.endpoint_url}",
+                           f"train.finetune.facenet_weights={facenet_file}",
+                           f"storage.endpoint_url={storage.endpoint_url}",
                            f"train.storage_path={bucket}/ray"])
     summary = run_train(cfg, str(face_crops), str(tmp_path / "finetune"), "finetune", init_weights=str(pretrained))
 

@@ -13,11 +13,14 @@ from PIL import Image
 from facezip.infra.config import load_config
 from facezip.infra.ray_runtime import quiet_state_api_users
 from facezip.models import create_codec
-from facezip.models.facenet import load_facenet
 from facezip.models.face_mask import centre_ellipse, face_mask
-from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, ms_ssim_window, psnr
+from facezip.models.facenet import load_facenet
+from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, ms_ssim_window
+from facezip.models.metrics import batch_psnr
+from facezip.models.registry import available_codecs, codec_class
 from facezip.tasks.train.data import BatchMaker, _is_validation
 from facezip.tasks.train.loop import make_loss, warm_up
+from facezip.tasks.train.phases import get_phase, phase_names
 from facezip.tasks.train.runner import check_resources, with_codec_lmbda
 
 
@@ -46,7 +49,7 @@ def test_pretrain_loss_terms(astronaut):
     assert terms["loss"] == pytest.approx(float(2 * terms["l1"] + terms["ms_ssim_loss"]), rel=1e-6)
     assert 0.0 < float(terms["ms_ssim_loss"]) < 1.0
     assert float(PretrainLoss()(x, x)["loss"]) == pytest.approx(0.0, abs=1e-5)
-    assert float(psnr(noisy, x)) == pytest.approx(20.0, abs=1.5)  # σ = 0.1 noise ≈ 20 dB
+    assert batch_psnr(noisy, x)[0] == pytest.approx(20.0, abs=1.5)  # σ = 0.1 noise ≈ 20 dB
 
 
 def test_facenet_loss_sees_the_face_box_and_needs_frozen_facenet():
@@ -185,3 +188,11 @@ def test_masked_cvae_trains_on_its_masked_loss_in_both_phases(phase):
     assert isinstance(loss, MaskedL1Loss) and loss.lmbda == 200.0 and loss.adversarial_weight == 10.0
     plain = with_codec_lmbda(load_config([], []), codec, phase)
     assert make_loss(phase, plain.train, torch.device("cpu"), codec).discriminator is None  # off by default
+
+
+def test_codecs_key_their_default_lmbda_by_a_loss_they_train_on():
+    """The models layer knows losses, not phases: a codec's λ is per distortion, a phase picks the distortion."""
+    distortions = {PretrainLoss.distortion, FaceNetLoss.distortion, MaskedL1Loss.distortion}
+    for name in available_codecs():
+        assert set(codec_class(name).default_lmbda) <= distortions, name
+    assert {get_phase(name).distortion for name in phase_names()} <= distortions

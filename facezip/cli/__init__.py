@@ -8,8 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from facezip import __version__
-from facezip.cli import (archive_commands, codec_commands, config_commands, detect_commands, evaluate_commands,
-                         pipeline_commands, train_commands)
+from facezip.cli import (
+    archive_commands,
+    codec_commands,
+    config_commands,
+    detect_commands,
+    evaluate_commands,
+    pipeline_commands,
+    train_commands,
+)
 from facezip.cli.common import CommandError, is_override
 from facezip.infra.config import ConfigError
 from facezip.infra.storage import storage_failure

@@ -11,12 +11,12 @@ from PIL import Image
 from facezip.cli.common import CommandError, add_config_arguments, load, report_failures, split_overrides
 from facezip.infra.device import resolve_device
 from facezip.infra.storage import Storage
+from facezip.models.coding import bits_per_pixel, decode_file, encode_images
 from facezip.models.container import FzFormatError
 from facezip.models.loading import BUNDLED, load_codec
-from facezip.models.coding import bits_per_pixel, decode_file, encode_images
+from facezip.models.metrics import psnr
 from facezip.models.registry import Codec
-from facezip.tasks.compress import (BundledModels, compress_files, decompress_files, describe_file, psnr,
-                                   sample_face)
+from facezip.tasks.compress import BundledModels, compress_files, decompress_files, describe_file, sample_face
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

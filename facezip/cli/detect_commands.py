@@ -7,7 +7,7 @@ import json
 import sys
 
 from facezip.cli.common import CommandError, add_config_arguments, load
-from facezip.infra.readers import LAYOUTS
+from facezip.infra.readers import layouts
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("src", metavar="SRC")
     parser.add_argument("dest", metavar="DEST")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    parser.add_argument("--layout", choices=LAYOUTS, help="layout of SRC (default: detect.layout, i.e. auto)")
+    parser.add_argument("--layout", choices=layouts(), help="layout of SRC (default: detect.layout, i.e. auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_arguments(parser)
     parser.set_defaults(func=_detect)

@@ -6,10 +6,8 @@ import argparse
 import sys
 
 from facezip.cli.common import CommandError, add_config_arguments, load
-from facezip.infra.readers import LAYOUTS, ReaderError
-
-_SHOWN = (("bpp_mean", "bpp", 3), ("psnr_mean", "PSNR", 2), ("ms_ssim_mean", "MS-SSIM", 4),
-          ("face_psnr_mean", "face PSNR", 2), ("face_ms_ssim_mean", "face MS-SSIM", 4))
+from facezip.infra.readers import ReaderError, layouts
+from facezip.tasks.evaluate.baselines import baseline_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,17 +29,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--level", type=int, metavar="N",
                         help="rung N of codec.name's bundled rate ladder when no --codec is given (codec.level)")
     parser.add_argument("--baselines", metavar="LIST",
-                        help="comma-separated baselines among jpeg,webp,avif, or 'none' (default: evaluate.baselines)")
+                        help=f"comma-separated baselines among {','.join(baseline_names())}, or 'none' "
+                             "(default: evaluate.baselines)")
     parser.add_argument("--judge", action="append", default=[], metavar="JUDGE",
                         help="identity judge (repeatable; evaluate.judges, default dlib-resnet and facenet): "
                              "'dlib-resnet' (independent: no codec trains against it), 'facenet' (the network the "
                              "identity loss trains against) or a TorchScript / InceptionResnetV1 state-dict file")
-    parser.add_argument("--layout", choices=LAYOUTS, help="layout of DATA (default: evaluate.layout, i.e. auto)")
+    parser.add_argument("--layout", choices=layouts(), help="layout of DATA (default: evaluate.layout, i.e. auto)")
     add_config_arguments(parser)
     parser.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from facezip.models.metrics import metrics
     from facezip.tasks.evaluate import run_evaluate
 
     cfg = load(args, args.overrides)
@@ -59,14 +59,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         summary = run_evaluate(cfg, args.data, args.dest)
     except (ReaderError, ValueError) as exc:
         raise CommandError(str(exc)) from None
-    shown = [*_SHOWN, *_headline_columns(summary)]
+    shown = [("bpp_mean", "bpp", 3), *((f"{m.name}_mean", m.title, m.digits) for m in metrics() if m.headline),
+             *_headline_columns(summary)]
     for judge in summary["judges"]:
         print(f"judge {judge['name']}{' (headline)' if judge['name'] == summary['headline_judge'] else ''}: "
               f"{judge['description']}")
-    print("  ".join(f"{title:>10}" for _, title, _ in (("", "level", 0), *shown)))
+    widths = [max(10, len(title)) for _, title, _ in shown]
+    print("  ".join([f"{'level':>10}", *(f"{title:>{width}}" for (_, title, _), width in zip(shown, widths))]))
     for level in summary["levels"]:
         cells = [_cell(level[key], digits) for key, _, digits in shown]
-        print("  ".join([f"{level['label']:>10}", *(f"{cell:>10}" for cell in cells)]))
+        print("  ".join([f"{level['label']:>10}", *(f"{cell:>{width}}" for cell, width in zip(cells, widths))]))
     print(f"report: {summary['outputs']['report.md']}")
     failed = sum(level["failed"] for level in summary["levels"])
     if failed:

@@ -8,6 +8,7 @@ import sys
 
 from facezip.cli.common import CommandError, add_config_arguments, load
 from facezip.infra.readers import ReaderError
+from facezip.tasks.train.phases import phase_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data", metavar="DATA")
     parser.add_argument("dest", metavar="DEST")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    parser.add_argument("--phase", required=True, choices=("pretrain", "finetune"))
+    parser.add_argument("--phase", required=True, choices=phase_names())
     parser.add_argument("--init", metavar="WEIGHTS",
                         help="starting weights: a weights file, s3:// URI or models:/<name>/<version>, "
                              "or 'scratch' for an untrained model (finetune default: codec.weights)")

@@ -12,7 +12,6 @@ A worker class declares its setup in ``__init__`` and its per-slice work in ``pr
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,10 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from facezip.infra.readers import IMAGE_COLUMN, Reader, read_image_bytes
-from facezip.infra.storage import Storage
+from facezip.infra.readers import Reader
 
-PART_COLUMN, ROW_COLUMN = "part", "row"  # where a Parquet input's bytes are: file URL, row in that file
 _TASKS_PER_ACTOR = 2  # one running, one queued: the next slice's arguments travel while the first is worked on
 _RETRIES = 3  # times a slice is run again on a new actor after its actor died
 
@@ -58,42 +55,6 @@ def cut_slices(tables: Iterable[pa.Table], rows_per_slice: int) -> Iterator[Inpu
 
 def reader_slices(reader: Reader, rows_per_slice: int) -> Iterator[InputSlice]:
     return cut_slices(reader.ref_tables(), rows_per_slice)
-
-
-def read_slice(refs: pa.Table, storage: Storage) -> pa.Table:
-    """The refs with ``image_bytes`` and ``read_error`` (null unless the read failed) appended."""
-    if PART_COLUMN not in refs.column_names:
-        return read_image_bytes(refs, storage)
-    contents: list[bytes | None] = [None] * refs.num_rows
-    errors: list[str | None] = [None] * refs.num_rows
-    parts, rows = refs[PART_COLUMN].to_pylist(), refs[ROW_COLUMN].to_pylist()
-    for part, positions in itertools.groupby(range(refs.num_rows), key=parts.__getitem__):
-        positions = list(positions)
-        try:
-            values = _parquet_rows(part, [rows[p] for p in positions], storage)
-        except (OSError, pa.ArrowException) as exc:  # the rows survive, with the reason
-            values = [None] * len(positions)
-            errors_here = f"{part}: {type(exc).__name__}: {exc}"
-            for p in positions:
-                errors[p] = errors_here
-        for p, value in zip(positions, values):
-            contents[p] = value
-    return refs.append_column(IMAGE_COLUMN, pa.array(contents, pa.binary())).append_column(
-        "read_error", pa.array(errors, pa.string()))
-
-
-def _parquet_rows(url: str, rows: list[int], storage: Storage) -> list[bytes | None]:
-    """The image bytes of ``rows`` of one Parquet file, reading only the row groups that hold them."""
-    import pyarrow.parquet as pq
-
-    fs, path = storage.fs(url)
-    with fs.open(path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        starts = list(itertools.accumulate((parquet.metadata.row_group(g).num_rows
-                                            for g in range(parquet.metadata.num_row_groups)), initial=0))
-        first, last = bisect.bisect_right(starts, min(rows)) - 1, bisect.bisect_right(starts, max(rows)) - 1
-        table = parquet.read_row_groups(range(first, last + 1), columns=[IMAGE_COLUMN])
-    return table.column(IMAGE_COLUMN).take([row - starts[first] for row in rows]).to_pylist()
 
 
 def run_on_actors(worker_class: type, init_kwargs: dict[str, Any], slices: Iterable[Any], *, actors: int,

@@ -136,4 +136,5 @@ class BinarizedCAE(Codec):
 
 
 def _conv_bn_relu(conv: type[nn.Module], c_in: int, c_out: int, kernel: int, stride: int, pad: int) -> nn.Sequential:
-    return nn.Sequential(conv(c_in, c_out, kernel, stride=stride, padding=pad), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(conv(c_in, c_out, kernel, stride=stride, padding=pad), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))

@@ -1,4 +1,9 @@
-"""The ``.fz`` file: one image compressed by one codec. Byte layout in ARCHITECTURE.md.
+"""The headers of facezip's two containers, and the xz stage both use. Byte layouts in ARCHITECTURE.md.
+
+A ``.fz`` file spells out its ``FzHeader`` (codec name, weights hash, size); an archive record
+carries only a version byte and a CRC32 that covers the header its index row holds, so a record
+read with the wrong row fails its check. Older record versions, which spelled the header out
+like ``.fz``, still read.
 
 Everything read from a file is checked before it is trusted: a damaged or foreign file
 raises FzFormatError saying what is wrong, never a numpy/torch error or a huge allocation.
@@ -20,10 +25,17 @@ MAX_PIXELS = 1 << 28  # what the format can describe
 # what facezip decodes unless told otherwise (codec.max_decode_pixels): a 4096×4096 photo, far
 # above any face; a file claiming more is refused before its payload is touched
 DEFAULT_MAX_DECODE_PIXELS = 1 << 24
-_SIZES = struct.Struct("<III")  # height, width, payload length
+_DIMS = struct.Struct("<II")  # height, width
+_LENGTH = struct.Struct("<I")  # the .fz payload length, after the dims
 _CRC = struct.Struct("<I")
+# archive records: 3 keeps the header in the index row (a version byte and a CRC32 here); 2 and 1
+# spelled it out after a magic (2 with a CRC32), zero-padded to 16 when xz-compressed
+RECORD_VERSION = 3
+RECORD_HEADER_BYTES = 1 + _CRC.size
+LEGACY_RECORD_MAGIC, LEGACY_HEADER_ALIGN = b"FZR", 16
 # A small dictionary: payloads are kilobytes, and the 64 MiB one of preset 9 costs ~670 MB per call.
 XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 1 << 20}]
+LZMA2_DECODER = {"id": lzma.FILTER_LZMA2, "dict_size": XZ_FILTERS[0]["dict_size"]}
 
 
 class FzFormatError(ValueError):
@@ -36,6 +48,34 @@ class FzHeader:
     weights_hash: str  # 16 hex digits
     height: int
     width: int
+
+    def identity(self) -> bytes:
+        """Codec-name length + name, the 8-byte weights hash, height, width: spelled out by a
+        ``.fz`` header, covered by an archive record's CRC32."""
+        check_dimensions(self.height, self.width)
+        try:
+            name, weights = self.codec.encode("ascii"), bytes.fromhex(self.weights_hash)
+        except (UnicodeEncodeError, ValueError):
+            raise FzFormatError(f"codec name {self.codec!r} is not ASCII or weights hash {self.weights_hash!r} "
+                                "is not hex") from None
+        if not 1 <= len(name) <= 255 or len(weights) != 8:
+            raise FzFormatError(f"codec name '{self.codec}' must be 1..255 ASCII characters and the weights "
+                                "hash 16 hex digits")
+        return bytes([len(name)]) + name + weights + _DIMS.pack(self.height, self.width)
+
+
+def parse_identity(data: bytes, pos: int) -> tuple[FzHeader, int]:
+    """The ``FzHeader.identity`` bytes at ``pos``, and where they end."""
+    end = pos + 1 + (data[pos] if pos < len(data) else 0) + 8 + _DIMS.size
+    if len(data) < end:
+        raise FzFormatError("truncated header")
+    try:
+        codec = data[pos + 1 : end - 8 - _DIMS.size].decode("ascii")
+    except UnicodeDecodeError:
+        raise FzFormatError("codec name in the header is not ASCII") from None
+    height, width = _DIMS.unpack_from(data, end - _DIMS.size)
+    check_dimensions(height, width)
+    return FzHeader(codec, data[end - 8 - _DIMS.size : end - _DIMS.size].hex(), height, width), end
 
 
 def check_dimensions(height: int, width: int) -> None:
@@ -65,9 +105,11 @@ def xz_compress(payload: bytes, lzma2_options: dict[str, int] | None = None) -> 
     return lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
 
 
-def xz_decompress(stream: bytes, max_length: int) -> bytes:
-    """Decompress one xz stream, refusing output beyond ``max_length`` bytes (no xz bombs)."""
-    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+def xz_decompress(stream: bytes, max_length: int, raw_lzma2: bool = False) -> bytes:
+    """Decompress one xz stream, or with ``raw_lzma2`` one LZMA2 chunk sequence ending in its end
+    marker (an archive record), refusing output beyond ``max_length`` bytes (no xz bombs)."""
+    decompressor = (lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[LZMA2_DECODER]) if raw_lzma2
+                    else lzma.LZMADecompressor(lzma.FORMAT_XZ))
     try:
         data = decompressor.decompress(stream, max_length=max_length + 1)
     except lzma.LZMAError as exc:
@@ -89,14 +131,10 @@ def max_payload_bytes(height: int, width: int) -> int:
 def pack_fz(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] | None = None,
             stored: bool = False) -> bytes:
     """A ``.fz`` file; ``stored`` keeps an entropy-coded payload as is instead of an xz stream."""
-    check_dimensions(header.height, header.width)
-    name = header.codec.encode("ascii")
-    if not 1 <= len(name) <= 255:
-        raise ValueError(f"codec name '{header.codec}' must be 1..255 ASCII characters")
+    identity = header.identity()
     stream = payload if stored else xz_compress(payload, lzma2_options)
     coding = PAYLOAD_STORED if stored else PAYLOAD_XZ
-    head = b"".join([MAGIC, bytes([FORMAT_VERSION, coding, len(name)]), name, bytes.fromhex(header.weights_hash),
-                     _SIZES.pack(header.height, header.width, len(stream))])
+    head = MAGIC + bytes([FORMAT_VERSION, coding]) + identity + _LENGTH.pack(len(stream))
     return head + _CRC.pack(crc32(head, stream)) + stream
 
 
@@ -126,14 +164,11 @@ def read_header(data: bytes) -> tuple[FzHeader, bytes, int]:
     coding = data[pos + 1] if version >= 2 else PAYLOAD_XZ
     if coding not in (PAYLOAD_XZ, PAYLOAD_STORED):
         raise FzFormatError(f"unknown payload coding {coding}")
-    pos += 1 if version == 1 else 2
-    name_len = data[pos]
-    pos += 1
-    sizes_at = pos + name_len + 8
-    end = sizes_at + _SIZES.size + (_CRC.size if version >= 3 else 0)
+    header, pos = parse_identity(data, pos + (1 if version == 1 else 2))
+    end = pos + _LENGTH.size + (_CRC.size if version >= 3 else 0)
     if len(data) < end:
         raise FzFormatError("truncated header")
-    height, width, length = _SIZES.unpack_from(data, sizes_at)
+    length = _LENGTH.unpack_from(data, pos)[0]
     stream = data[end:]
     if len(stream) < length:
         raise FzFormatError(f"truncated data: header announces {length} payload bytes, file has {len(stream)}")
@@ -142,10 +177,46 @@ def read_header(data: bytes) -> tuple[FzHeader, bytes, int]:
     if version >= 3 and crc32(data[: end - _CRC.size], stream) != _CRC.unpack_from(data, end - _CRC.size)[0]:
         raise FzFormatError("checksum mismatch: the file is damaged (the CRC32 of its header and payload is "
                             "not the one it carries)")
-    try:
-        codec = data[pos : pos + name_len].decode("ascii")
-    except UnicodeDecodeError:
-        raise FzFormatError("codec name in the header is not ASCII") from None
-    check_dimensions(height, width)
-    weights_hash = data[sizes_at - 8 : sizes_at].hex()
-    return FzHeader(codec, weights_hash, height, width), stream, coding
+    return header, stream, coding
+
+
+def pack_record_body(header: FzHeader, payload: bytes) -> bytes:
+    """An archive record before LZMA2: the record version, then a CRC32 of the header (which the
+    index row holds, not the record) and the payload, then the payload."""
+    version = bytes([RECORD_VERSION])
+    return version + _CRC.pack(crc32(header.identity(), version, payload)) + payload
+
+
+
+def unpack_record_body(body: bytes, expected: FzHeader) -> bytes:
+    """The payload of a version 3 record body whose index row gives ``expected``."""
+    if len(body) < RECORD_HEADER_BYTES or body[0] != RECORD_VERSION:
+        raise FzFormatError(f"unknown record version {body[0] if body else None} (this facezip reads "
+                            f"versions 1–{RECORD_VERSION})")
+    payload = body[RECORD_HEADER_BYTES:]
+    if crc32(expected.identity(), body[:1], payload) != _CRC.unpack_from(body, 1)[0]:
+        raise FzFormatError("record checksum mismatch: the record is damaged, or its index row names another "
+                            "codec, weights or size (the CRC32 of header and payload is not the one it carries)")
+    return payload
+
+
+def unpack_legacy_record(data: bytes, expected: FzHeader, padded: bool) -> bytes:
+    """The payload of a version 1 or 2 record (``FZR``, version, the header spelled out, a CRC32
+    from version 2); ``padded``: it came out of xz, whose records zero-padded the header to 16."""
+    if data[: len(LEGACY_RECORD_MAGIC)] != LEGACY_RECORD_MAGIC or len(data) < len(LEGACY_RECORD_MAGIC) + 2:
+        raise FzFormatError("not an archive record (wrong magic bytes)")
+    version = data[3]
+    if version not in (1, 2):
+        raise FzFormatError(f"unknown record version {version} (this facezip reads versions 1–{RECORD_VERSION})")
+    header, pos = parse_identity(data, 4)
+    end = pos + (_CRC.size if version == 2 else 0)
+    if len(data) < end:
+        raise FzFormatError("truncated record header")
+    payload = data[end + (-end % LEGACY_HEADER_ALIGN if padded else 0) :]
+    if version == 2 and crc32(data[:pos], payload) != _CRC.unpack_from(data, pos)[0]:
+        raise FzFormatError("record checksum mismatch: the record is damaged (the CRC32 of its header and "
+                            "payload is not the one it carries)")
+    if header != expected:
+        raise FzFormatError(f"record header says {header.codec}/{header.weights_hash} {header.height}×{header.width}"
+                            f", the index {expected.codec}/{expected.weights_hash} {expected.height}×{expected.width}")
+    return payload

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 with warnings.catch_warnings():  # compressai 1.2.8 torch.jit.scripts a helper at import; torch 2.14 deprecates that
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.models import MeanScaleHyperprior as CompressAIMeanScaleHyperprior
@@ -61,7 +62,7 @@ class MeanScaleHyperprior(Codec):
     learns_rate = True
     default_level = 4
     # the bundled ladder's rung 4 (faces, MSE) and its Kodak pretraining (L1 + MS-SSIM)
-    default_lmbda = {"pretrain": 32.0, "finetune": 400.0}
+    default_lmbda = {"l1+ms-ssim": 32.0, "mse+facenet": 400.0}
 
     def __init__(self, N: int = 64, M: int = 96, quant_gain: bool = False) -> None:
         super().__init__()

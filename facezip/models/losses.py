@@ -1,4 +1,4 @@
-"""Training losses of the two phases (seed paper §4) and the quality metrics logged beside them.
+"""Training losses of the two phases (seed paper §4) and the MS-SSIM they share with validation.
 
 Images are ``(N, 3, H, W)`` in [0, 1]. Each loss returns its terms separately (for logging)
 with their weighted sum under ``"loss"``.
@@ -38,24 +38,22 @@ def ms_ssim_score(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return ms_ssim(x_hat, x, data_range=1.0, win_size=ms_ssim_window(min(x.shape[-2:])))
 
 
-def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for pixel range [0, 1], shape ``(N,)``."""
-    mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).mean(1)
-    return -10.0 * torch.log10(mse.clamp_min(1e-10))
-
-
 class PretrainLoss(nn.Module):
     """Phase 1: ``λ · (l1_weight · L1 + ms_ssim_weight · (1 − MS-SSIM))``; λ weighs the
     distortion against the rate for codecs that learn one (``facezip.models.losses.with_rate``)."""
+
+    distortion = "l1+ms-ssim"  # the key of a codec's default λ for this loss (Codec.default_lmbda)
 
     def __init__(self, l1_weight: float = 1.0, ms_ssim_weight: float = 1.0, lmbda: float = 1.0) -> None:
         super().__init__()
         self.l1_weight, self.ms_ssim_weight = lmbda * l1_weight, lmbda * ms_ssim_weight
 
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor,
+                boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         l1 = F.l1_loss(x_hat, x)
         ms_ssim_loss = 1.0 - ms_ssim_score(x_hat, x)
-        return {"l1": l1, "ms_ssim_loss": ms_ssim_loss, "loss": self.l1_weight * l1 + self.ms_ssim_weight * ms_ssim_loss}
+        loss = self.l1_weight * l1 + self.ms_ssim_weight * ms_ssim_loss
+        return {"l1": l1, "ms_ssim_loss": ms_ssim_loss, "loss": loss}
 
 
 class FaceNetLoss(nn.Module):
@@ -69,6 +67,8 @@ class FaceNetLoss(nn.Module):
     (a per-entry mean would divide it by 512 and drown it under the pixel term at a = b = 1).
     FaceNet must be frozen and in eval mode (``facezip.models.facenet.load_facenet``).
     """
+
+    distortion = "mse+facenet"
 
     def __init__(self, facenet: nn.Module, pixel_weight: float = 1.0, facenet_weight: float = 1.0,
                  lmbda: float = 1.0) -> None:
@@ -87,7 +87,8 @@ class FaceNetLoss(nn.Module):
         faces = roi_align(images, rois, output_size=FACENET_INPUT, sampling_ratio=2, aligned=True)
         return self.facenet(standardize(faces))
 
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor,
+                boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if boxes is None:
             raise ValueError("FaceNetLoss needs the face boxes of the batch")
         pixel_l2 = F.mse_loss(x_hat, x)
@@ -106,6 +107,8 @@ class MaskedL1Loss(nn.Module):
     β1 0.5) on real ``x`` and fake ``x̂`` each time it is called with gradients on. The
     discriminator is each worker's own (not all-reduced) and not checkpointed: a resumed run starts
     it afresh."""
+
+    distortion = "masked-l1"
 
     def __init__(self, lmbda: float = 1.0, adversarial_weight: float | None = None,
                  discriminator_lr: float = 2e-4) -> None:

@@ -59,7 +59,7 @@ class MaskedCVAE(Codec):
     learns_rate = True  # R = the KL (see the module docstring); the real rate is measured on files
     masked_loss = True
     # β = 1/λ: 200 weighs a masked L1 of 1 grey level (0.004) like 0.8 bits per pixel of KL
-    default_lmbda = {"pretrain": 200.0, "finetune": 200.0}
+    default_lmbda = {"masked-l1": 200.0}
 
     def __init__(self, channels: Sequence[int] = (32, 64, 96, 128), latent_channels: int = 48,
                  quant_step: float = 0.5) -> None:

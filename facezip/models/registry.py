@@ -37,8 +37,10 @@ class Codec(nn.Module, ABC):
     # True: trained on the face-masked L1 (+ an optional adversarial term) of losses.MaskedL1Loss in
     # both phases, instead of the phase's loss
     masked_loss: ClassVar[bool] = False
-    # λ of R + λ·D per training phase when train.lmbda is unset; 1 leaves a fixed-rate codec's loss as it is
-    default_lmbda: ClassVar[dict[str, float]] = {"pretrain": 1.0, "finetune": 1.0}
+    # λ of R + λ·D when train.lmbda is unset, per distortion loss (the ``distortion`` of the loss
+    # classes in facezip.models.losses: its scale sets λ's); a loss not named gets 1, which leaves a
+    # fixed-rate codec's loss as it is
+    default_lmbda: ClassVar[dict[str, float]] = {}
 
     @property
     @abstractmethod
@@ -56,6 +58,11 @@ class Codec(nn.Module, ABC):
     @abstractmethod
     def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
         """Decode payloads of images of padded ``size`` = (H, W) back to ``(N, 3, H, W)``."""
+
+    @classmethod
+    def lmbda_for(cls, distortion: str) -> float:
+        """The default λ when training on the loss named ``distortion``."""
+        return cls.default_lmbda.get(distortion, 1.0)
 
     def min_payload_bytes(self, height: int, width: int) -> int:
         """The fewest payload bytes any image of padded size ``height``×``width`` codes to (0: no

@@ -1,10 +1,11 @@
 """A tiny dataset for ``facezip demo``, built from images that ship inside scikit-image.
 
 It is the first stage of the bundled ``demo`` pipeline (``uses: demo-data``), so the demo runs
-the same way locally and as a Ray Job on a cluster. No download: ``skimage.data``'s bundled photos become a CLIC-style folder for pretraining, and
-its astronaut portrait plus faces of ``lfw_subset`` (25×25, upscaled) become an LFW-layout face
-database with a ``pairs.txt``. Flips, crops and brightness changes turn a dozen photos into a
-few dozen images, enough to run every stage end to end in minutes. Not a benchmark.
+the same way locally and as a Ray Job on a cluster. No download: ``skimage.data``'s bundled
+photos become a CLIC-style folder for pretraining, and its astronaut portrait plus faces of
+``lfw_subset`` (25×25, upscaled) become an LFW-layout face database with a ``pairs.txt``.
+Flips, crops and brightness changes turn a dozen photos into a few dozen images, enough to run
+every stage end to end in minutes. Not a benchmark.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from facezip.models.coding import bits_per_pixel, decode_file, encode_images
 from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, PAYLOAD_STORED, FzFormatError, FzHeader, read_header
 from facezip.models.loading import BUNDLED, load_codec, load_ladder
 from facezip.models.registry import Codec, available_codecs
-from facezip.tasks.evaluate.metrics import psnr_from_mse
 
 
 @dataclass
@@ -181,8 +180,3 @@ def sample_face() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()[37:197, 144:304].copy()
-
-
-def psnr(reference: np.ndarray, restored: np.ndarray) -> float:
-    """PSNR in dB of 8-bit images (inf when identical)."""
-    return psnr_from_mse(float(np.mean((reference.astype(np.float64) - restored.astype(np.float64)) ** 2)))

@@ -5,8 +5,7 @@ for reading (a test keeps the two equal). Users layer YAML files and dotlist ove
 ``facezip train … train.epochs=3 storage.endpoint_url=http://minio:9000``.
 """
 
-from facezip.infra.config.core import (ConfigError, config_to_yaml, default_config, load_config,
-                                       merge_config)
+from facezip.infra.config.core import ConfigError, config_to_yaml, default_config, load_config, merge_config
 from facezip.infra.config.schema import FacezipConfig
 
 __all__ = ["ConfigError", "FacezipConfig", "config_to_yaml", "default_config", "load_config", "merge_config"]

@@ -11,6 +11,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from facezip.infra.config.schema import FacezipConfig
 
+_OLD_QUALITIES_SUFFIX = "_qualities"
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
@@ -67,9 +69,22 @@ def _check_dotlist(overrides: Sequence[str]) -> None:
 
 def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
     try:
-        return OmegaConf.merge(base, update)
+        return OmegaConf.merge(base, _renamed_keys(update))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{source}: {_explain(exc, base)}") from None
+
+
+def _renamed_keys(update: DictConfig) -> DictConfig:
+    """Keys configs were written with before a rename, moved to their new place:
+    ``evaluate.<baseline>_qualities`` (one key per baseline) → ``evaluate.qualities.<baseline>``."""
+    evaluate = update.get("evaluate")
+    if not isinstance(evaluate, DictConfig):
+        return update
+    old = [str(key) for key in evaluate if str(key).endswith(_OLD_QUALITIES_SUFFIX)]
+    if old:
+        moved = {key.removesuffix(_OLD_QUALITIES_SUFFIX): evaluate.pop(key) for key in old}
+        evaluate.qualities = {**moved, **(evaluate.get("qualities") or {})}
+    return update
 
 
 def _explain(exc: OmegaConfBaseException, base: DictConfig) -> str:

@@ -120,7 +120,8 @@ class ArchiveConfig:
     cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve Ray's read tasks on small hosts
     gpus_per_actor: float = 0.0
     max_image_pixels: int = 40_000_000  # larger inputs are rejected as too_large
-    accept_damaged: bool = False  # true: archive damaged JPEG/PNG inputs (see detect.accept_damaged), noted in the index
+    # true: archive damaged JPEG/PNG inputs (see detect.accept_damaged), noted in the index
+    accept_damaged: bool = False
     # identity floor (`--min-identity`): a face whose decode fails any judge's threshold against its
     # original is re-encoded at the next rung of the rate ladder, after the top as lossless PNG
     identity_floor: bool = False
@@ -148,10 +149,10 @@ class EvaluateConfig:
     # facezip models: "CODEC:ladder" (every bundled rung, one curve), "CODEC:l2", "CODEC:bundled",
     # "CODEC:PATH|s3://…|models:/name/1", or plain weights of codec.name (curve "facezip"); [] = codec.*
     models: list[str] = field(default_factory=list)
-    baselines: list[str] = field(default_factory=lambda: ["jpeg", "webp", "avif"])
-    jpeg_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
-    webp_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
-    avif_qualities: list[int] = field(default_factory=lambda: [10, 30, 50, 70, 90])
+    baselines: list[str] = field(default_factory=lambda: ["jpeg", "webp", "avif"])  # registered baselines
+    # quality ladder per baseline, e.g. {avif: [1, 20, 50]}; a baseline not named runs its registered
+    # ladder (jpeg, webp, avif: 10, 30, 50, 70, 90). `evaluate.jpeg_qualities=[…]` still reads as qualities.jpeg
+    qualities: dict[str, list[int]] = field(default_factory=dict)
     reference: bool = True  # the uncompressed originals as a row: the ceiling of every identity metric
     # identity judges, each reported side by side: registered ones (dlib-resnet: independent;
     # facenet: the training loss's network) or a TorchScript / InceptionResnetV1 state-dict file.
@@ -166,7 +167,8 @@ class EvaluateConfig:
     center_crop: Optional[int] = None  # e.g. 160 for LFW's 250×250 deep-funneled images
     max_images: Optional[int] = None  # with pairs: whole pairs, spread over folds and same/different
     bd_anchors: list[str] = field(default_factory=lambda: ["jpeg", "avif"])  # BD-rate of every curve vs each
-    # psnr | ms_ssim | ssim | identity (each judge's mean measure) | verification (each judge's accuracy)
+    # a registered metric with Bjøntegaard deltas (psnr, ms_ssim, ssim, face_psnr, face_ms_ssim) |
+    # identity (each judge's mean measure) | verification (each judge's accuracy)
     bd_metrics: list[str] = field(default_factory=lambda: ["psnr", "ms_ssim", "identity", "verification"])
     samples: int = 4  # faces in the sample grid
     batch_size: int = 32

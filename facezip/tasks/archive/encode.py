@@ -82,7 +82,8 @@ class ArchiveEncoder:
         if data is None:
             return {**result, "reason": "read_error", "detail": row.get("read_error") or "no image bytes"}, None
         if why := unsafe_id(row["id"]):  # restore writes <out>/<id>.png: the id must stay below <out>
-            return {**result, "reason": "unsafe_id", "detail": f"id {row['id']!r} is not a safe file name ({why})"}, None
+            detail = f"id {row['id']!r} is not a safe file name ({why})"
+            return {**result, "reason": "unsafe_id", "detail": detail}, None
         if row.get(DUPLICATE_COLUMN):
             return {**result, "reason": "duplicate_id",
                     "detail": f"another input of this run already has id {row['id']!r}"}, None

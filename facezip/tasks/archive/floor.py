@@ -25,7 +25,7 @@ from facezip.tasks.archive.layout import LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, 
 
 
 @dataclass
-class Coded:
+class ArchivedFace:
     """One face's archive record and the index fields that describe how it was coded."""
 
     record: bytes
@@ -79,14 +79,14 @@ def build_floor(settings, storage) -> Floor | None:
 
 
 def encode_faces(rungs: Sequence[Rung], images: Sequence[np.ndarray], floor: Floor | None,
-                 batch_size: int) -> list[Coded]:
+                 batch_size: int) -> list[ArchivedFace]:
     """``images`` coded at ``rungs[0]``; with a ``floor``, each face at the lowest rung whose
     decode passes every judge, else lossless."""
     if floor is None:
         return [_coded(rungs[0], image, payload)
                 for image, payload in zip(images, encode_payloads(rungs[0].codec, images, batch_size))]
     originals = {j.name: j.embed(images, batch_size) for j in floor.judges}
-    out: list[Coded | None] = [None] * len(images)
+    out: list[ArchivedFace | None] = [None] * len(images)
     raised_by: dict[int, list[str]] = {}
     todo = list(range(len(images)))
     for step, rung in enumerate(rungs):
@@ -113,14 +113,14 @@ def _header(codec: Codec, image: np.ndarray) -> FzHeader:
 
 
 def _coded(rung: Rung, image: np.ndarray, payload: bytes, scores: dict[str, float] | None = None,
-           raised_by: list[str] | None = None) -> Coded:
+           raised_by: list[str] | None = None) -> ArchivedFace:
     codec = rung.codec
     record = pack_record(_header(codec, image), payload, codec.xz_options, stored=codec.entropy_coded)
-    return Coded(record, len(payload), codec.name, codec.weights_hash(), rung.model, rung.level, scores,
+    return ArchivedFace(record, len(payload), codec.name, codec.weights_hash(), rung.model, rung.level, scores,
                  (scores or {}).get(FACENET), raised_by=raised_by or [])
 
 
-def _lossless(image: np.ndarray, floor: Floor, raised_by: list[str]) -> Coded:
+def _lossless(image: np.ndarray, floor: Floor, raised_by: list[str]) -> ArchivedFace:
     """The decoded pixels as PNG: restore gives them back exactly, so each judge's measure is the
     original against itself (cosine 1, distance 0)."""
     buffer = io.BytesIO()
@@ -128,7 +128,7 @@ def _lossless(image: np.ndarray, floor: Floor, raised_by: list[str]) -> Coded:
     payload = buffer.getvalue()
     header = FzHeader(LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, *image.shape[:2])
     scores = {j.name: 1.0 if j.higher_is_better else 0.0 for j in floor.judges}
-    return Coded(pack_record(header, payload, stored=True), len(payload), LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH,
+    return ArchivedFace(pack_record(header, payload, stored=True), len(payload), LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH,
                  "lossless", None, scores, scores.get(FACENET), lossless_fallback=True,
                  raised_by=raised_by)
 

@@ -17,8 +17,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facezip.infra.storage import Storage, join
-from facezip.tasks.archive.layout import (INDEX_SCHEMA, MANIFESTS, SHARDS, committed_shards, index_url, part_name,
-                                          stats_url)
+from facezip.tasks.archive.layout import (
+    INDEX_SCHEMA,
+    MANIFESTS,
+    SHARDS,
+    committed_shards,
+    index_url,
+    part_name,
+    stats_url,
+)
 
 INDEX_SHA256 = "index_sha256"  # the stats key holding the sha256 of the shard's index part
 # what a reader needs of every row to find, check and decode its record

@@ -37,8 +37,8 @@ def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
     else:
         ladder = load_ladder(name) if weights == BUNDLED else {}
         if not ladder:
-            raise ValueError(f"the identity floor (--min-identity) needs a rate ladder, and codec '{name}' with weights "
-                             f"'{weights}' has none: use a codec with bundled levels or list the rungs' "
+            raise ValueError(f"the identity floor (--min-identity) needs a rate ladder, and codec '{name}' with "
+                             f"weights '{weights}' has none: use a codec with bundled levels or list the rungs' "
                              "weights in archive.ladder")
         start = codec_class(name).default_level if level is None else level
         if start not in ladder:

@@ -1,6 +1,6 @@
 """Where an archive keeps its parts, the record format, and the index schema.
 
-An archive root holds ``shards/NNNNN.xz`` (records back to back), ``index/NNNNN.parquet``
+An archive root holds ``shards/NNNNN.xz`` (one xz stream of records, ``xzblock.py``), ``index/NNNNN.parquet``
 (one row per record of that shard; its presence is what commits the shard),
 ``stats/NNNNN.json`` (per-shard counts, failures, duration), ``manifests/<run>.json`` and
 ``_SUCCESS.json``. Byte layout in ARCHITECTURE.md.
@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import json
 import posixpath
-import struct
 
 import pyarrow as pa
 
 from facezip.infra.storage import Storage, join
-from facezip.models.container import (DEFAULT_MAX_DECODE_PIXELS, FzFormatError, FzHeader, check_decode_size,
-                                      check_dimensions, crc32, max_payload_bytes, xz_compress, xz_decompress)
+from facezip.models.container import (
+    DEFAULT_MAX_DECODE_PIXELS,
+    LEGACY_HEADER_ALIGN,
+    LEGACY_RECORD_MAGIC,
+    FzFormatError,
+    FzHeader,
+    check_decode_size,
+    check_dimensions,
+    max_payload_bytes,
+    pack_record_body,
+    unpack_legacy_record,
+    unpack_record_body,
+    xz_decompress,
+)
+from facezip.tasks.archive.xzblock import is_chunked, pack_chunks, unpack_chunks
 
 SHARDS, INDEX, STATS, MANIFESTS, SUCCESS = "shards", "index", "stats", "manifests", "_SUCCESS.json"
-RECORD_MAGIC = b"FZR"
-RECORD_VERSION = 2  # 2 added a CRC32 of header and payload; version 1 records still read
-_DIMS = struct.Struct("<II")  # height, width
-_CRC = struct.Struct("<I")
-# The header is zero-padded to this multiple so the payload keeps the alignment the codec's
-# LZMA2 options (lp/pb) assume, as at the start of a .fz stream.
-HEADER_ALIGN = 16
-MAX_HEADER_BYTES = len(RECORD_MAGIC) + 2 + 255 + 8 + _DIMS.size + _CRC.size + HEADER_ALIGN
+# the longest record header of any version: version 2's, with a 255-byte codec name and padding
+MAX_HEADER_BYTES = len(LEGACY_RECORD_MAGIC) + 2 + 255 + 8 + 8 + 4 + LEGACY_HEADER_ALIGN
 
 IDENTITY_SCORES = pa.map_(pa.string(), pa.float32())
 INDEX_SCHEMA = pa.schema([
@@ -65,59 +71,44 @@ def stats_url(root: str, shard: int) -> str:
 
 def pack_record(header: FzHeader, payload: bytes, lzma2_options: dict[str, int] | None = None,
                 stored: bool = False) -> bytes:
-    """One record: an xz stream of (record header + codec payload) with the codec's LZMA2 options,
-    or, for ``stored`` (entropy-coded) payloads, header + payload as they are. A reader tells them
-    apart by the first bytes: xz's magic or the record's own. The header ends with a CRC32 of
-    itself and the payload, checked before the payload is decoded."""
-    check_dimensions(header.height, header.width)
-    name = header.codec.encode("ascii")
-    head = b"".join([RECORD_MAGIC, bytes([RECORD_VERSION, len(name)]), name, bytes.fromhex(header.weights_hash),
-                     _DIMS.pack(header.height, header.width)])
-    head += _CRC.pack(crc32(head, payload))
-    if stored:
-        return head + payload
-    return xz_compress(head + bytes(-len(head) % HEADER_ALIGN) + payload, lzma2_options)
+    """One record (version 3): the record body as LZMA2 chunks, compressed with the codec's LZMA2
+    options or, for ``stored`` (entropy-coded) payloads, uncompressed. The header itself lives in
+    the index row; the body's CRC32 covers it and is checked before the payload is decoded."""
+    return pack_chunks(pack_record_body(header, payload), lzma2_options, stored)
 
 
 def max_record_bytes(height: int, width: int) -> int:
-    """No record of a ``height``×``width`` image is longer: header, raw payload bound, xz framing."""
-    return MAX_HEADER_BYTES + max_payload_bytes(height, width) + 4096
+    """No record of a ``height``×``width`` image is longer: header, raw payload bound, LZMA2 or xz framing."""
+    most = max_body_bytes(height, width)
+    return most + most // 1024 + 4096
 
 
-def unpack_record(record: bytes, height: int, width: int,
-                  max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> tuple[FzHeader, bytes]:
-    """The header and codec payload of a record whose index row says ``height``×``width``.
+def max_body_bytes(height: int, width: int) -> int:
+    """No record of a ``height``×``width`` image decompresses to more."""
+    return MAX_HEADER_BYTES + max_payload_bytes(height, width)
 
-    The index bounds the xz output, so a damaged record cannot expand without limit; sizes over
-    ``max_pixels`` are refused before anything is decompressed."""
-    check_dimensions(height, width)
-    check_decode_size(height, width, max_pixels)
-    limit = MAX_HEADER_BYTES + max_payload_bytes(height, width)
-    stored = record[: len(RECORD_MAGIC)] == RECORD_MAGIC
+
+def row_header(row: dict) -> FzHeader:
+    """The header of a record, as its index row holds it."""
+    return FzHeader(row["codec"], row["weights_hash"], row["height"], row["width"])
+
+
+def unpack_record(record: bytes, expected: FzHeader, max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> bytes:
+    """The codec payload of a record whose index row gives ``expected`` (``row_header``).
+
+    The index bounds the decompressed size, so a damaged record cannot expand without limit; sizes
+    over ``max_pixels`` are refused before anything is decompressed. Records of versions 1 and 2
+    (an xz stream each, or ``FZR`` + header + payload as they are) still read."""
+    check_dimensions(expected.height, expected.width)
+    check_decode_size(expected.height, expected.width, max_pixels)
+    limit = max_body_bytes(expected.height, expected.width)
+    if is_chunked(record):
+        return unpack_record_body(unpack_chunks(record, limit), expected)
+    stored = record[: len(LEGACY_RECORD_MAGIC)] == LEGACY_RECORD_MAGIC
     if stored and len(record) > limit:
-        raise FzFormatError(f"stored record of {len(record)} bytes is larger than a {height}×{width} image can need")
-    data = record if stored else xz_decompress(record, limit)
-    if data[: len(RECORD_MAGIC)] != RECORD_MAGIC or len(data) < len(RECORD_MAGIC) + 2:
-        raise FzFormatError("not an archive record (wrong magic bytes)")
-    version, name_len = data[3], data[4]
-    if version not in (1, RECORD_VERSION):
-        raise FzFormatError(f"unknown record version {version} (this facezip reads versions 1–{RECORD_VERSION})")
-    dims_at = 5 + name_len + 8
-    end = dims_at + _DIMS.size + (_CRC.size if version >= 2 else 0)
-    if len(data) < end:
-        raise FzFormatError("truncated record header")
-    payload = data[end:] if stored else data[end + -end % HEADER_ALIGN :]
-    if version >= 2 and crc32(data[: end - _CRC.size], payload) != _CRC.unpack_from(data, end - _CRC.size)[0]:
-        raise FzFormatError("record checksum mismatch: the record is damaged (the CRC32 of its header and "
-                            "payload is not the one it carries)")
-    try:
-        codec = data[5 : 5 + name_len].decode("ascii")
-    except UnicodeDecodeError:
-        raise FzFormatError("codec name in the record header is not ASCII") from None
-    rec_height, rec_width = _DIMS.unpack_from(data, dims_at)
-    if (rec_height, rec_width) != (height, width):
-        raise FzFormatError(f"record header says {rec_height}×{rec_width}, the index says {height}×{width}")
-    return FzHeader(codec, data[5 + name_len : dims_at].hex(), height, width), payload
+        raise FzFormatError(f"stored record of {len(record)} bytes is larger than a "
+                            f"{expected.height}×{expected.width} image can need")
+    return unpack_legacy_record(record if stored else xz_decompress(record, limit), expected, padded=not stored)
 
 
 def unsafe_id(image_id: str) -> str | None:

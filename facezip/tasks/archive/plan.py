@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facezip.infra.readers import Reader
-from facezip.infra.slices import InputSlice, cut_slices, read_slice
+from facezip.infra.readers import Reader, read_bytes
+from facezip.infra.slices import InputSlice, cut_slices
 from facezip.infra.storage import Storage, join
 from facezip.tasks.archive.encode import DUPLICATE_COLUMN
 from facezip.tasks.archive.integrity import read_index
@@ -156,7 +156,8 @@ class Planner:
         window: deque = deque()
         for table in tables:
             wanted = pa.array([uri in archived_uris for uri in table["source_uri"].to_pylist()], pa.bool_())
-            window.append((table, wanted, task.remote(table.filter(wanted), self.storage) if wanted.true_count else None))
+            hashing = task.remote(table.filter(wanted), self.storage) if wanted.true_count else None
+            window.append((table, wanted, hashing))
             if len(window) > _HASH_LOOKAHEAD:
                 yield _with_hashes(*window.popleft())
         while window:
@@ -164,7 +165,7 @@ class Planner:
 
 
 def _content_sha256(refs: pa.Table, storage: Storage) -> list[str | None]:
-    rows = read_slice(refs, storage)
+    rows = read_bytes(refs, storage)
     return [hashlib.sha256(data).hexdigest() if data is not None else None for data in rows["image_bytes"].to_pylist()]
 
 

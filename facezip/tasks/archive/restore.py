@@ -20,7 +20,14 @@ from facezip.models.coding import check_header_matches, decode_payloads
 from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, FzFormatError, FzHeader, check_dimensions
 from facezip.models.registry import Codec
 from facezip.tasks.archive.integrity import archive_problems, load_index
-from facezip.tasks.archive.layout import LOSSLESS_CODEC, max_record_bytes, shard_url, unpack_record, unsafe_id
+from facezip.tasks.archive.layout import (
+    LOSSLESS_CODEC,
+    max_record_bytes,
+    row_header,
+    shard_url,
+    unpack_record,
+    unsafe_id,
+)
 
 Codecs = Codec | Iterable[Codec]
 
@@ -119,7 +126,8 @@ def open_record(codecs: dict[str, Codec], record: bytes, row: dict,
     """The header and payload of a sha256-checked record, after checking one of ``codecs``
     (by weights hash) decodes it, or that it is a lossless PNG record."""
     try:
-        header, payload = unpack_record(record, row["height"], row["width"], max_pixels)
+        header = row_header(row)
+        payload = unpack_record(record, header, max_pixels)
         if header.codec == LOSSLESS_CODEC:
             check_png_size(header, payload)
         elif header.weights_hash in codecs:

@@ -11,10 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-
-from facezip.infra.ray_runtime import cluster_cpus
 from tqdm import tqdm
 
+from facezip.infra.ray_runtime import cluster_cpus
 from facezip.infra.readers import open_reader
 from facezip.infra.slices import InputSlice, run_on_actors
 from facezip.infra.storage import Storage, is_remote, join
@@ -22,12 +21,30 @@ from facezip.models.loading import weights_to_bytes
 from facezip.tasks.archive.encode import EncoderSettings
 from facezip.tasks.archive.floor import Floor, IdentityTally, build_floor
 from facezip.tasks.archive.ladder import Rung, encoding_rungs
-from facezip.tasks.archive.layout import (INDEX, MANIFESTS, SHARDS, STATS, committed_shards, json_bytes,
-                                          read_json, stats_url)
-from facezip.tasks.archive.plan import (INPUTS_SHA256, RUN_JOURNAL, Journal, Planner, PlanError, SkipRules,
-                                        listing_fingerprint, open_journal, slice_fingerprint)
+from facezip.tasks.archive.layout import (
+    INDEX,
+    MANIFESTS,
+    SHARDS,
+    STATS,
+    committed_shards,
+    json_bytes,
+    read_json,
+    stats_url,
+)
+from facezip.tasks.archive.plan import (
+    INPUTS_SHA256,
+    RUN_JOURNAL,
+    Journal,
+    PlanError,
+    Planner,
+    SkipRules,
+    listing_fingerprint,
+    open_journal,
+    slice_fingerprint,
+)
 from facezip.tasks.archive.shards import ArchiveWorker, ShardResult
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
+
 
 def run_archive(cfg: DictConfig, src: str, dest: str, incremental: bool = False, progress: bool = True) -> dict:
     """Archive every image of ``src`` (a detect output's face crops, or any dataset
@@ -54,8 +71,9 @@ def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
     planner = Planner(SkipRules.before(dest, storage, incremental, journal.base_shard), storage)
     committed = set(committed_shards(dest, storage)) if resuming else set()
     started = time.monotonic()
+    rung_weights = tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)
     encoder = EncoderSettings(
-        rungs[0].codec.name, ray.put(tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)),
+        rungs[0].codec.name, ray.put(rung_weights),
         cfg.device, settings.batch_size, settings.max_image_pixels,
         floor.thresholds if floor else None, ray.put(list(floor.judges)) if floor else None,
         settings.accept_damaged, ray.put(planner.rules.versions))
@@ -71,7 +89,8 @@ def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
         tally.skipped += planner.skipped
         bar.update(planner.skipped)
     summary = _summary(src, dest, incremental, tally, model, floor, time.monotonic() - started)
-    summary["manifest"] = join(dest, MANIFESTS, f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}.json")
+    manifest = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}.json"
+    summary["manifest"] = join(dest, MANIFESTS, manifest)
     storage.write_bytes_atomic(summary["manifest"], json_bytes({
         **summary, "rejected_inputs": tally.rejected, "config": OmegaConf.to_container(cfg, resolve=True),
         "mlflow_run_id": ctx.run.info.run_id if ctx.run else None}))

@@ -19,7 +19,8 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from facezip.infra.slices import InputSlice, read_slice
+from facezip.infra.readers import read_bytes
+from facezip.infra.slices import InputSlice
 from facezip.infra.storage import Storage, parquet_bytes
 from facezip.models.coding import bits_per_pixel
 from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings
@@ -27,6 +28,7 @@ from facezip.tasks.archive.floor import IdentityTally
 from facezip.tasks.archive.integrity import INDEX_SHA256
 from facezip.tasks.archive.layout import INDEX_SCHEMA, index_url, json_bytes, shard_url, stats_url
 from facezip.tasks.archive.plan import INPUTS_SHA256, slice_fingerprint
+from facezip.tasks.archive.xzblock import STREAM_HEAD, pack_shard
 
 # how each record was coded, as the encoder reports it (the rung can differ from record to record)
 _CODING_FIELDS = ("codec", "model", "weights_hash", "level", "identity_similarity", "lossless_fallback",
@@ -40,7 +42,7 @@ class ShardResult:
     shard: int
     inputs: int
     archived: int = 0
-    bytes: int = 0
+    bytes: int = 0  # of the shard file
     payload_bytes: int = 0
     rejected: list[dict] = field(default_factory=list)  # id, source_uri, reason, detail
     identity: IdentityTally = field(default_factory=IdentityTally)
@@ -56,7 +58,7 @@ class ArchiveWorker:
     def process(self, job: tuple[int, InputSlice]) -> ShardResult:
         shard, inputs = job
         started = time.monotonic()
-        rows = read_slice(inputs.refs, self.storage)
+        rows = read_bytes(inputs.refs, self.storage)
         builder = ShardBuilder(shard, len(inputs), slice_fingerprint(inputs.refs), self.archived_at)
         for start in range(0, len(rows), self.batch_size):
             builder.add(self.encoder(rows.slice(start, self.batch_size)))
@@ -70,7 +72,8 @@ class ShardBuilder:
         self.result = ShardResult(shard, inputs)
         self.inputs_sha256, self.archived_at = inputs_sha256, archived_at
         self.rows: list[dict] = []
-        self.chunks: list[bytes] = []
+        self.records: list[bytes] = []
+        self.end = len(STREAM_HEAD)  # where the next record starts in the shard file
 
     def add(self, batch: pa.Table) -> None:
         for row in batch.to_pylist():
@@ -85,21 +88,23 @@ class ShardBuilder:
         self.rows.append({
             "id": row["id"], "version": row["version"], "source_uri": row["source_uri"],
             "source_sha256": row["source_sha256"], "identity": row["identity"], "split": row["split"],
-            "shard": result.shard, "offset": result.bytes, "length": len(record), "height": row["height"],
+            "shard": result.shard, "offset": self.end, "length": len(record), "height": row["height"],
             "width": row["width"], **{k: row[k] for k in _CODING_FIELDS}, "sha256": hashlib.sha256(record).hexdigest(),
             "bpp": bits_per_pixel(len(record), row["height"], row["width"]),
             "payload_bytes": row["payload_bytes"], "archived_at": self.archived_at, "notes": row["detail"],
         })
         result.identity.add(row)
-        self.chunks.append(record)
+        self.records.append(record)
+        self.end += len(record)
         result.archived += 1
-        result.bytes += len(record)
         result.payload_bytes += row["payload_bytes"]
 
     def commit(self, root: str, storage: Storage, duration: float) -> ShardResult:
         shard = self.result.shard
-        if self.chunks:
-            storage.write_bytes_atomic(shard_url(root, shard), b"".join(self.chunks))
+        if self.records:
+            data = pack_shard(self.records)
+            self.result.bytes = len(data)
+            storage.write_bytes_atomic(shard_url(root, shard), data)
         index = parquet_bytes(pa.Table.from_pylist(self.rows, schema=INDEX_SCHEMA))
         # the stats carry the index part's sha256, so readers can trust the part before its rows
         stats = {**self._stats(duration), INDEX_SHA256: hashlib.sha256(index).hexdigest()}
@@ -109,7 +114,7 @@ class ShardBuilder:
 
     def _stats(self, duration: float) -> dict:
         result = self.result
-        return {"shard": result.shard, "inputs": result.inputs, INPUTS_SHA256: self.inputs_sha256, "records": result.archived, "bytes": result.bytes,
-                "payload_bytes": result.payload_bytes,
+        return {"shard": result.shard, "inputs": result.inputs, INPUTS_SHA256: self.inputs_sha256,
+                "records": result.archived, "bytes": result.bytes, "payload_bytes": result.payload_bytes,
                 "failures": dict(Counter(r["reason"] for r in result.rejected)), "rejected": result.rejected,
                 "duration_s": round(duration, 3)}

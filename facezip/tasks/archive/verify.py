@@ -1,9 +1,11 @@
 """``run_verify``: every record and the index/shard consistency, reporting each damaged record by id.
 
-Checks per record: inside its shard, sha256, xz integrity, a decodable header that agrees
-with the index (codec, weights of its rung) and, for lossless fallbacks, a PNG of the right
-size. Per shard: its index part matches the sha256 in its stats, records neither overlap nor
-leave gaps, no bytes after the last record. Per archive: it exists and is not empty, no shard
+Checks per record: inside its shard, sha256, LZMA2 (or, in older archives, xz) integrity, the
+CRC32 of its header (as its index row gives it: codec, weights of its rung, size) and payload
+and, for lossless fallbacks, a PNG of the right size. Per shard: its index part matches the
+sha256 in its stats, records neither overlap nor leave gaps, and the file is one valid xz
+stream that ends right after its last record's frame (older archives: no bytes after the last
+record). Per archive: it exists and is not empty, no shard
 file that no index part commits, no committed shard missing. A problem in one record or part
 never stops the others from being checked.
 """
@@ -17,10 +19,11 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from facezip.infra.storage import Storage
-from facezip.models.container import FzFormatError
+from facezip.models.container import FzFormatError, xz_decompress
 from facezip.tasks.archive.integrity import archive_problems, load_index
-from facezip.tasks.archive.layout import LOSSLESS_CODEC, shard_url, unpack_record
+from facezip.tasks.archive.layout import LOSSLESS_CODEC, max_body_bytes, row_header, shard_url, unpack_record
 from facezip.tasks.archive.restore import check_png_size
+from facezip.tasks.archive.xzblock import END_MARKER, STREAM_HEAD
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
 
 
@@ -63,7 +66,10 @@ def _verify_shard(dest: str, shard: int, rows: list[dict], storage: Storage, dam
     except FileNotFoundError:
         problem("shard file missing")
         data = b""
-    expected = 0
+    # a shard of record version 3 is one xz stream, its records after the stream and block
+    # headers; older shards held their records back to back from byte 0
+    framed = bool(rows) and rows[0]["offset"] != 0
+    expected, damaged_before = len(STREAM_HEAD) if framed else 0, len(damaged)
     for row in rows:
         error = _check_record(row, data, expected, max_pixels)
         if row["offset"] > expected:
@@ -72,9 +78,24 @@ def _verify_shard(dest: str, shard: int, rows: list[dict], storage: Storage, dam
             damaged.append({"id": row["id"], "version": row["version"], "shard": shard, "offset": row["offset"],
                             "problem": error})
         expected = max(expected, row["offset"] + row["length"])
-    if len(data) > expected:
+    if not framed and len(data) > expected:
         problem(f"{len(data) - expected} orphan bytes after the last record")
+    elif framed and data and len(damaged) == damaged_before:  # a damaged record already breaks the stream
+        error = _stream_error(data, expected, rows)
+        if error:
+            problem(error)
     return len(rows)
+
+
+def _stream_error(data: bytes, records_end: int, rows: list[dict]) -> str | None:
+    """Why a shard whose records all check out is not one valid xz stream ending with them, or None."""
+    if data[records_end : records_end + 1] != END_MARKER:
+        return f"bytes from {records_end} on, before the xz block ends, belong to no record"
+    try:  # liblzma checks the headers, the block's CRC32 over every record, the index and the footer
+        xz_decompress(data, sum(max_body_bytes(row["height"], row["width"]) for row in rows))
+    except FzFormatError as exc:
+        return f"the shard is not a valid xz stream: {exc}"
+    return None
 
 
 def _check_record(row: dict, data: bytes, expected_offset: int, max_pixels: int) -> str | None:
@@ -86,14 +107,13 @@ def _check_record(row: dict, data: bytes, expected_offset: int, max_pixels: int)
     record = data[start:end]
     if hashlib.sha256(record).hexdigest() != row["sha256"]:
         return "sha256 does not match the index"
+    header = row_header(row)
     try:
-        header, payload = unpack_record(record, row["height"], row["width"], max_pixels)
+        payload = unpack_record(record, header, max_pixels)
         if header.codec == LOSSLESS_CODEC:
             check_png_size(header, payload)
     except FzFormatError as exc:
         return str(exc)
-    if (header.codec, header.weights_hash) != (row["codec"], row["weights_hash"]):
-        return f"header names {header.codec}/{header.weights_hash}, the index {row['codec']}/{row['weights_hash']}"
     if bool(row["lossless_fallback"]) != (header.codec == LOSSLESS_CODEC):
         return f"index says lossless_fallback={row['lossless_fallback']}, the record is {header.codec}"
     return None

@@ -25,7 +25,8 @@ from facezip.tasks.detect.parts import FACES_DIR, REJECTED_DIR, DetectWorker, pa
 from facezip.tasks.detect.report import AccountingError, Counts, check_accounting, contact_sheet, png_bytes
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
 
-__all__ = ["run_detect", "STAGE", "select_faces", "AccountingError", "DETECTION_SCHEMA", "FACE_COLUMNS", "REJECTED_COLUMNS"]
+__all__ = ["run_detect", "STAGE", "select_faces", "AccountingError", "DETECTION_SCHEMA", "FACE_COLUMNS",
+           "REJECTED_COLUMNS"]
 log = logging.getLogger(__name__)
 
 
@@ -110,7 +111,8 @@ def _ensure_schema_file(dest: str, folder: str, columns: list[str], storage: Sto
     """An output with no rows still gets a file, so readers find its schema."""
     fs, path = storage.fs(join(dest, folder))
     if not fs.exists(path) or not fs.ls(path, detail=False):
-        storage.write_bytes_atomic(part_url(dest, folder, 0), parquet_bytes(DETECTION_SCHEMA.empty_table().select(columns)))
+        empty = DETECTION_SCHEMA.empty_table().select(columns)
+        storage.write_bytes_atomic(part_url(dest, folder, 0), parquet_bytes(empty))
 
 
 def _stats(counts: Counts, src: str, dest: str, layout: str, started: datetime, duration: float, device: str,

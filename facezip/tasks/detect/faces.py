@@ -1,4 +1,4 @@
-"""The Ray Data actor of the detect stage: decode, find faces with MTCNN, crop, or say why not.
+"""The detect stage's per-batch work inside its worker: decode, find faces with MTCNN, crop, or say why not.
 
 Every input row becomes either kept face rows (``reason`` null) or exactly one rejected row
 (``reason`` set), so the driver can check that nothing was lost.
@@ -44,7 +44,7 @@ REJECTED_COLUMNS = ["id", "source_uri", "identity", "split", "reason", "detail",
 
 
 class DetectFaces:
-    """Callable class for ``Dataset.map_batches``: one MTCNN per actor, loaded once."""
+    """One MTCNN, loaded once per worker; called on batches of input rows."""
 
     def __init__(self, detect_cfg: dict[str, Any], device: str) -> None:
         # as many torch threads as CPUs reserved: more threads than cores makes MTCNN several times slower

@@ -12,13 +12,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facezip.infra.readers import DETECT_FACES_DIR
-from facezip.infra.slices import InputSlice, read_slice
+from facezip.infra.readers import read_bytes
+from facezip.infra.slices import InputSlice
 from facezip.infra.storage import Storage, join, parquet_bytes
 from facezip.tasks.detect.faces import FACE_COLUMNS, REJECTED_COLUMNS, DetectFaces
+from facezip.tasks.detect.output import FACES_DIR, REJECTED_DIR
 from facezip.tasks.detect.report import Counts, count_outcomes
 
-FACES_DIR, REJECTED_DIR = DETECT_FACES_DIR, "rejected"
 ROW_GROUP_ROWS = 256  # small row groups: archive reads a slice of rows without the whole file
 
 
@@ -41,12 +41,13 @@ class DetectWorker:
         self.batch_size, self.dest, self.storage, self.samples = detect_cfg["batch_size"], dest, storage, samples
 
     def process(self, job: InputSlice) -> PartResult:
-        inputs = read_slice(job.refs, self.storage)
+        inputs = read_bytes(job.refs, self.storage)
         outcomes = pa.concat_tables([self.faces(inputs.slice(start, self.batch_size))
                                      for start in range(0, len(inputs), self.batch_size)])
         kept = pc.is_null(outcomes["reason"])
         faces = outcomes.filter(kept).select(FACE_COLUMNS)
-        for folder, table in ((FACES_DIR, faces), (REJECTED_DIR, outcomes.filter(pc.invert(kept)).select(REJECTED_COLUMNS))):
+        rejected = outcomes.filter(pc.invert(kept)).select(REJECTED_COLUMNS)
+        for folder, table in ((FACES_DIR, faces), (REJECTED_DIR, rejected)):
             if table.num_rows:
                 self.storage.write_bytes_atomic(part_url(self.dest, folder, job.number),
                                                 parquet_bytes(table, ROW_GROUP_ROWS))

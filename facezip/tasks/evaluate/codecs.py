@@ -1,6 +1,6 @@
-"""The codecs under test, each at its levels: facezip models and the Pillow baselines.
+"""The codecs under test, each at its levels: facezip models and the registered baselines.
 
-A level turns a batch of RGB faces into ``Coded`` results (file size and decoded pixels) or
+A level turns a batch of RGB faces into ``RoundTrip`` results (file size and decoded pixels) or
 an error string per face, so one failing image never stops the others. It also adds up the
 time spent encoding and decoding, batched as the codec is used (facezip: whole batches).
 
@@ -12,7 +12,6 @@ weights of ``codec.name``, a point of the curve called ``facezip``; ``[]`` = ``c
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -21,16 +20,14 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import torch
-from PIL import Image, features
 
 from facezip.infra.storage import Storage
-from facezip.models.coding import decode_files, decode_file, encode_images
+from facezip.models.coding import decode_file, decode_files, encode_images
 from facezip.models.container import FzFormatError
 from facezip.models.loading import BUNDLED, REGISTRY_SCHEME, load_codec, load_ladder
 from facezip.models.registry import Codec, available_codecs
+from facezip.tasks.evaluate.baselines import Baseline, get_baseline
 
-PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
-_PILLOW_FEATURES = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}  # names PIL.features.check knows
 REFERENCE = "reference"
 FACEZIP = "facezip"  # the kind of every learned codec, and the curve name of plain evaluate.models entries
 LADDER = "ladder"
@@ -38,12 +35,14 @@ _RUNG = re.compile(r"^l(\d+)$")
 
 
 @dataclass
-class Coded:
+class RoundTrip:
+    """One face through a codec and back: its coded size and its decoded pixels."""
+
     n_bytes: int
     decoded: np.ndarray
 
 
-Outcome = Coded | str  # a string is the reason this face failed at this level
+Outcome = RoundTrip | str  # a string is the reason this face failed at this level
 
 
 @dataclass
@@ -118,11 +117,9 @@ def build_levels(cfg, storage: Storage, device: torch.device) -> list[Level]:
     for entry in entries:
         levels += model_levels(entry, device, storage)
     for name in ecfg.baselines:
-        if name not in PILLOW_FORMATS:
-            raise ValueError(f"evaluate.baselines: unknown baseline '{name}' (use {', '.join(PILLOW_FORMATS)})")
-        if not features.check(_PILLOW_FEATURES[name]):
-            raise ValueError(f"evaluate.baselines: this Pillow was built without {name.upper()} support")
-        levels += [pillow_level(name, int(q)) for q in ecfg[f"{name}_qualities"]]
+        baseline = get_baseline(name)
+        qualities = ecfg.qualities[name] if name in ecfg.qualities else baseline.qualities
+        levels += [baseline_level(baseline, int(q)) for q in qualities]
     return levels
 
 
@@ -152,7 +149,7 @@ def facezip_level(curve: str, codec: Codec, setting: str) -> Level:
         files = encode_images(codec, images, batch_size=max(1, len(images)))
         encoded = time.perf_counter()
         try:
-            outcomes: list[Outcome] = [Coded(len(data), pixels) for data, pixels in
+            outcomes: list[Outcome] = [RoundTrip(len(data), pixels) for data, pixels in
                                        zip(files, decode_files(codec, files, batch_size=max(1, len(files))))]
         except FzFormatError:  # find the file(s) at fault one by one; the batch's time still counts
             outcomes = [_decode_one(codec, data) for data in files]
@@ -166,37 +163,35 @@ def facezip_level(curve: str, codec: Codec, setting: str) -> Level:
 
 def _decode_one(codec: Codec, data: bytes) -> Outcome:
     try:
-        return Coded(len(data), decode_file(codec, data))
+        return RoundTrip(len(data), decode_file(codec, data))
     except FzFormatError as exc:
         return f"facezip could not decode its own file: {exc}"
 
 
-def pillow_level(name: str, quality: int) -> Level:
+def baseline_level(baseline: Baseline, quality: int) -> Level:
     if not 0 <= quality <= 100:
-        raise ValueError(f"evaluate.{name}_qualities: {quality} is outside 0…100")
+        raise ValueError(f"evaluate.qualities.{baseline.name}: {quality} is outside 0…100")
 
     def roundtrip(images: Sequence[np.ndarray], timing: Timing) -> list[Outcome]:
-        return [_pillow_roundtrip(image, PILLOW_FORMATS[name], quality, timing) for image in images]
+        return [_baseline_roundtrip(baseline, image, quality, timing) for image in images]
 
-    return Level(name, f"q{quality}", roundtrip)
+    return Level(baseline.name, f"q{quality}", roundtrip)
 
 
-def _pillow_roundtrip(image: np.ndarray, fmt: str, quality: int, timing: Timing) -> Outcome:
-    buffer = io.BytesIO()
+def _baseline_roundtrip(baseline: Baseline, image: np.ndarray, quality: int, timing: Timing) -> Outcome:
     try:
         start = time.perf_counter()
-        Image.fromarray(image).save(buffer, fmt, quality=quality)
+        data = baseline.encode(image, quality)
         encoded = time.perf_counter()
-        with Image.open(io.BytesIO(buffer.getvalue())) as decoded:
-            pixels = np.asarray(decoded.convert("RGB"))
+        pixels = baseline.decode(data)
         timing.encode_seconds += encoded - start
         timing.decode_seconds += time.perf_counter() - encoded
         timing.images += 1
-        return Coded(buffer.tell(), pixels)
+        return RoundTrip(len(data), pixels)
     except (OSError, ValueError) as exc:
-        return f"{fmt} at quality {quality} failed: {exc}"
+        return f"{baseline.name} at quality {quality} failed: {exc}"
 
 
 def _reference(images: Sequence[np.ndarray], timing: Timing) -> list[Outcome]:
     """Uncompressed: 24 bits per pixel, pixels unchanged."""
-    return [Coded(image.size, image) for image in images]
+    return [RoundTrip(image.size, image) for image in images]

@@ -20,10 +20,9 @@ import pyarrow.dataset as ds
 
 from facezip.infra.images import ImageError, decode_image
 from facezip.infra.readers import IMAGE_COLUMN, LfwPair, Reader, arrow_filesystem, open_reader, parse_lfw_pairs
-from facezip.infra.storage import Storage, join
+from facezip.infra.storage import Storage
 from facezip.models.face_mask import FaceMask, face_mask, landmarks_in_crop
 
-DETECT_FACES_DIR = "faces"
 GEOMETRY_COLUMNS = ("landmarks", "crop_box")  # detect's: landmarks in original pixels, the region cropped
 
 
@@ -52,8 +51,7 @@ class FaceSet:
 def load_faces(data: str, storage: Storage, ecfg) -> FaceSet:
     """Faces of ``data`` limited to ``ecfg.max_images`` and centre-cropped to ``ecfg.center_crop``;
     pairs from ``ecfg.pairs`` or the dataset's own ``pairs.txt``."""
-    detect_output = join(data, DETECT_FACES_DIR)
-    reader = open_reader(detect_output if storage.exists(detect_output) else data, storage, ecfg.layout)
+    reader = open_reader(data, storage, ecfg.layout)  # a detect output reads as its faces
     faces = [Face(ref.id, ref.source_uri, ref.identity) for ref in reader.refs()]
     if not faces:
         raise ValueError(f"{data}: no images found (layout {reader.layout})")

@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from facezip.models.metrics import measure, metrics
 from facezip.models.recognizer import identity_key
-from facezip.tasks.evaluate.codecs import Coded, Level
+from facezip.tasks.evaluate.codecs import Level, RoundTrip
 from facezip.tasks.evaluate.data import FaceSet, pair_keys
 from facezip.tasks.evaluate.identity import Judging, kfold_verification, nearest_neighbour_accuracy
-from facezip.tasks.evaluate.metrics import (FACE_METRICS, QUALITY_METRICS, face_metrics, quality_metrics,
-                                            rate_metrics, summarize)
+from facezip.tasks.evaluate.metrics import SUMMARIZED_RATES, rate_metrics, summarize
 
-SUMMARIZED = ("bpp", "ratio_raw", "ratio_source", *QUALITY_METRICS, *FACE_METRICS)
 WORST_SHARE = 5  # percent: "worst 5 %" is the 5th percentile of a cosine, the 95th of a distance
 
 FindFaces = Callable[[list[np.ndarray]], np.ndarray]  # faces → (N,) 1.0 where MTCNN finds a face
@@ -31,7 +30,7 @@ class LevelResult:
     level: Level
     rows: list[dict]  # one per input face, in input order
     embeddings: dict[str, np.ndarray]  # judge → (N, D); NaN rows where the face failed
-    samples: list[Coded | None] = field(default_factory=list)  # the first faces, for the sample grid
+    samples: list[RoundTrip | None] = field(default_factory=list)  # the first faces, for the sample grid
 
 
 def evaluate_level(level: Level, faceset: FaceSet, judges: list[Judging], originals: dict[str, np.ndarray],
@@ -41,7 +40,7 @@ def evaluate_level(level: Level, faceset: FaceSet, judges: list[Judging], origin
     embeddings = {name: np.full_like(vectors, np.nan) for name, vectors in originals.items()}
     readable = [i for i, face in enumerate(faces) if face.rgb is not None]
     sample_slot = {face_index: slot for slot, face_index in enumerate(readable[:n_samples])}
-    samples: list[Coded | None] = [None] * len(sample_slot)
+    samples: list[RoundTrip | None] = [None] * len(sample_slot)
     if readable:
         level.warm_up(faces[readable[0]].rgb)
     with tqdm(total=len(readable), desc=f"evaluate {level.label}", unit="img") as bar:
@@ -72,7 +71,7 @@ def summarize_level(result: LevelResult, faceset: FaceSet, judges: list[Judging]
                      "images": len(rows), "ok": len(ok), "failed": len(rows) - len(ok),
                      "size_mb": sum(row["bytes"] for row in ok) / 1e6,
                      "encode_ms": encode_ms, "decode_ms": decode_ms}
-    for metric in SUMMARIZED:
+    for metric in (*SUMMARIZED_RATES, *(m.name for m in metrics())):
         for stat, value in summarize([row[metric] for row in ok]).items():
             summary[f"{metric}_{stat}"] = value
     checked = [row["face_found"] for row in ok if not math.isnan(row["face_found"])]
@@ -125,7 +124,7 @@ def _judge_summary(judging: Judging, result: LevelResult, faceset: FaceSet, orig
             identity_key(name, "nn_accuracy"): nn, "nn_faces": counted}
 
 
-def _judge(coded: list[tuple[int, Coded]], rows: list[dict], judges: list[Judging],
+def _judge(coded: list[tuple[int, RoundTrip]], rows: list[dict], judges: list[Judging],
            embeddings: dict[str, np.ndarray], originals: dict[str, np.ndarray], find_faces: FindFaces | None) -> None:
     indices = [i for i, _ in coded]
     decoded = [outcome.decoded for _, outcome in coded]
@@ -139,11 +138,11 @@ def _judge(coded: list[tuple[int, Coded]], rows: list[dict], judges: list[Judgin
         rows[i]["face_found"] = float(face_found)
 
 
-def _measure(level: Level, face, coded: Coded, judges: list[Judging]) -> dict:
+def _measure(level: Level, face, coded: RoundTrip, judges: list[Judging]) -> dict:
     height, width = face.rgb.shape[:2]
     return {**_base(level, face), "status": "ok", "error": "", "height": height, "width": width,
             **rate_metrics(coded.n_bytes, height, width, face.source_bytes),
-            **quality_metrics(face.rgb, coded.decoded), **face_metrics(face.rgb, coded.decoded, face.mask.mask),
+            **measure(face.rgb, coded.decoded, face.mask.mask),
             **{j.column: math.nan for j in judges}, "face_found": math.nan}
 
 

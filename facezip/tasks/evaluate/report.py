@@ -9,22 +9,24 @@ import json
 import math
 from collections.abc import Sequence
 
+from facezip.models.metrics import Metric, get_metric, metrics
 from facezip.models.recognizer import Recognizer, headline_judge, identity_key
 from facezip.tasks.evaluate.bdrate import bd_quality, bd_rate
 from facezip.tasks.evaluate.codecs import REFERENCE
+from facezip.tasks.evaluate.metrics import RATE_COLUMNS
 
-ROW_COLUMNS = ("label", "codec", "setting", "key", "identity", "source", "status", "error", "height", "width",
-               "bytes", "bpp", "ratio_raw", "ratio_source", "psnr", "ms_ssim", "ssim", "l1", "l2", "face_psnr",
-               "face_ms_ssim", "face_ssim", "face_l1")
-# BD metric name → the level-summary column holding its quality value; "identity" and
-# "verification" expand to one column per judge
-BD_COLUMNS = {"psnr": "psnr_mean", "ms_ssim": "ms_ssim_mean", "ssim": "ssim_mean",
-              "face_psnr": "face_psnr_mean", "face_ms_ssim": "face_ms_ssim_mean"}
-BD_METRICS = (*BD_COLUMNS, "identity", "verification")
+ROW_HEAD = ("label", "codec", "setting", "key", "identity", "source", "status", "error", "height", "width")
+JUDGE_BD_METRICS = ("identity", "verification")  # each expands to one column per judge
+
+
+def bd_metric_names() -> list[str]:
+    """What ``evaluate.bd_metrics`` may name: the registered metrics that take BD deltas, and the judges' two."""
+    return [*(m.name for m in metrics() if m.bd), *JUDGE_BD_METRICS]
 
 
 def row_columns(judges: Sequence[Recognizer]) -> list[str]:
-    return [*ROW_COLUMNS, *(identity_key(j.name, j.measure) for j in judges), "face_found"]
+    return [*ROW_HEAD, *RATE_COLUMNS, *(m.name for m in metrics()),
+            *(identity_key(j.name, j.measure) for j in judges), "face_found"]
 
 
 def accuracy_column(judge: Recognizer, has_pairs: bool) -> str:
@@ -32,28 +34,33 @@ def accuracy_column(judge: Recognizer, has_pairs: bool) -> str:
     return identity_key(judge.name, "verification_accuracy" if has_pairs else "nn_accuracy")
 
 
-def bd_columns(metrics: Sequence[str], judges: Sequence[Recognizer], has_pairs: bool) -> list[tuple[str, int]]:
+def bd_columns(names: Sequence[str], judges: Sequence[Recognizer], has_pairs: bool) -> list[tuple[str, int]]:
     """(summary column, sign) per BD curve: a distance (lower = better) is negated, as BD needs a
     quality that grows with rate."""
-    unknown = [m for m in metrics if m not in BD_METRICS]
+    known = bd_metric_names()
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise ValueError(f"evaluate.bd_metrics: unknown metric(s) {unknown} (use {', '.join(BD_METRICS)})")
+        raise ValueError(f"evaluate.bd_metrics: unknown metric(s) {unknown} (use {', '.join(known)})")
     columns = []
-    for metric in metrics:
-        if metric in BD_COLUMNS:
-            columns.append((BD_COLUMNS[metric], 1))
-        elif metric == "identity":
-            columns += [(identity_key(j.name, f"mean_{j.measure}"), 1 if j.higher_is_better else -1) for j in judges]
+    for name in names:
+        if name not in JUDGE_BD_METRICS:
+            columns.append((f"{name}_mean", _sign(get_metric(name).higher_is_better)))
+        elif name == "identity":
+            columns += [(identity_key(j.name, f"mean_{j.measure}"), _sign(j.higher_is_better)) for j in judges]
         else:  # verification
             columns += [(accuracy_column(j, has_pairs), 1) for j in judges]
     return columns
 
 
-def bjontegaard(summaries: Sequence[dict], anchors: Sequence[str], metrics: Sequence[str],
+def _sign(higher_is_better: bool) -> int:
+    return 1 if higher_is_better else -1
+
+
+def bjontegaard(summaries: Sequence[dict], anchors: Sequence[str], names: Sequence[str],
                 judges: Sequence[Recognizer], has_pairs: bool) -> list[dict]:
     """BD-rate and BD-quality of every codec curve against each anchor, one row per (codec, anchor,
     metric column). An anchor that was not measured in the run gives no rows (``missing_anchors``)."""
-    columns = bd_columns(metrics, judges, has_pairs)
+    columns = bd_columns(names, judges, has_pairs)
     curves = _curves(summaries)
     return [_bd_row(codec, levels, anchor, curves[anchor], column, sign)
             for anchor in anchors if anchor in curves
@@ -146,17 +153,14 @@ def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judges: Sequence[
          *(f"CR source {s}" for s in stats), "Size (MB)"],
         [[s["codec"], s["setting"], f"{s['images']} ({s['failed']})", *_stats(s, "bpp", 3),
           *_stats(s, "ratio_raw", 1), *_stats(s, "ratio_source", 1), _fmt(s["size_mb"], 3)] for s in summaries])
-    quality = (("psnr", "PSNR (dB)", 2), ("ms_ssim", "MS-SSIM", 4), ("ssim", "SSIM", 4), ("l1", "L1", 4),
-               ("l2", "L2", 5))
-    table2 = _table(["Codec", "Level", *(f"{title} {s}" for _, title, _ in quality for s in stats)],
-                    [[s["codec"], s["setting"], *(v for key, _, d in quality for v in _stats(s, key, d))]
+    whole = [m for m in metrics() if not m.face]
+    table2 = _table(["Codec", "Level", *(f"{m.title} {stat}" for m in whole for stat in stats)],
+                    [[s["codec"], s["setting"], *(v for m in whole for v in _stats(s, m.name, m.digits))]
                      for s in summaries])
-    face = (("psnr", "PSNR (dB)", 2), ("face_psnr", "Face PSNR (dB)", 2), ("ms_ssim", "MS-SSIM", 4),
-            ("face_ms_ssim", "Face MS-SSIM", 4), ("face_ssim", "Face SSIM", 4), ("l1", "L1", 4),
-            ("face_l1", "Face L1", 4))
-    table2b = _table(["Codec", "Level", "bpp", *(f"{title} mean" for _, title, _ in face)],
+    beside = _face_beside_whole()
+    table2b = _table(["Codec", "Level", "bpp", *(f"{m.title} mean" for m in beside)],
                      [[s["codec"], s["setting"], _fmt(s["bpp_mean"], 3),
-                       *(_fmt(s[f"{key}_mean"], d) for key, _, d in face)] for s in summaries])
+                       *(_fmt(s[f"{m.name}_mean"], m.digits) for m in beside)] for s in summaries])
     identity = "".join(f"\n## Table 3{'abcdefgh'[i]}: identity judged by {judge.name}{_judge_role(judge)}\n\n"
                        f"{_identity_table(summaries, judge, has_pairs)}\n" for i, judge in enumerate(judges))
     table4 = _table(["Codec", "vs", "Quality metric", "Points", "BD-rate (%)", "BD-quality", "Note"],
@@ -170,6 +174,17 @@ def _front(summaries: Sequence[dict], bd_rows: Sequence[dict], judges: Sequence[
             f"its bounding box, MS-SSIM not measured where that box is under 33 px)\n\n{table2b}\n{identity}"
             f"\n## Table 4: Bjøntegaard deltas (rate = mean bpp; negative BD-rate = fewer bits; identity metrics "
             f"name their judge)\n\n{table4}\n")
+
+
+def _face_beside_whole() -> list[Metric]:
+    """Each face-region metric after its whole-image counterpart when there is one (``psnr``, ``face_psnr``)."""
+    registered = {m.name: m for m in metrics()}
+    shown: list[Metric] = []
+    for metric in registered.values():
+        if metric.face:
+            whole = registered.get(metric.name.removeprefix("face_"))
+            shown += [whole, metric] if whole else [metric]
+    return shown
 
 
 def _judge_role(judge: Recognizer) -> str:

@@ -20,15 +20,24 @@ from omegaconf import DictConfig
 
 from facezip.infra.device import resolve_device
 from facezip.infra.storage import join
+from facezip.models.metrics import metrics
 from facezip.models.recognizer import Recognizer, RecognizerOptions, headline_judge, identity_key, load_recognizers
 from facezip.tasks.evaluate.codecs import build_levels
 from facezip.tasks.evaluate.data import FaceSet, load_faces
 from facezip.tasks.evaluate.identity import FaceChecker, Judging, VectorCache
 from facezip.tasks.evaluate.levels import LevelResult, evaluate_level, summarize_level
 from facezip.tasks.evaluate.plots import rate_curve, sample_grid
+from facezip.tasks.evaluate.report import (
+    accuracy_column,
+    bjontegaard,
+    json_safe,
+    markdown,
+    missing_anchors,
+    row_columns,
+    rows_csv,
+    to_json,
+)
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
-from facezip.tasks.evaluate.report import (accuracy_column, bjontegaard, json_safe, markdown, missing_anchors,
-                                           row_columns, rows_csv, to_json)
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +136,7 @@ def _render(faceset: FaceSet, results: list[LevelResult], summaries: list[dict],
         "bjontegaard.csv": rows_csv(bd_rows, ["codec", "anchor", "metric", "points", "bd_rate_percent",
                                               "bd_quality", "note"]),
         "report.md": markdown(summaries, bd_rows, judges, has_pairs, faceset.notes).encode(),
-        "rate_psnr.png": rate_curve(summaries, "psnr_mean", "PSNR (dB)"),
-        "rate_ms_ssim.png": rate_curve(summaries, "ms_ssim_mean", "MS-SSIM"),
-        "rate_face_psnr.png": rate_curve(summaries, "face_psnr_mean", "face-region PSNR (dB)"),
-        "rate_face_ms_ssim.png": rate_curve(summaries, "face_ms_ssim_mean", "face-region MS-SSIM"),
+        **{f"rate_{m.name}.png": rate_curve(summaries, f"{m.name}_mean", m.title) for m in metrics() if m.headline},
     }
     for judge in judges:
         better = "higher" if judge.higher_is_better else "lower"

@@ -1,10 +1,11 @@
-"""Training data: Ray datasets for both phases, checked on the driver, batched on the workers.
+"""Training data: Ray datasets for the phases, checked on the driver, batched on the workers.
 
-Phase 1 (``pretrain``) reads any folder of photos through ``facezip.infra.readers``; phase 2
-(``finetune``) reads the ``faces/`` Parquet written by ``detect`` (or a folder of Parquet files
-with the same ``image_bytes`` + ``face_box_in_crop`` columns, and ``landmarks`` + ``crop_box`` for
-the face masks of a masked loss, which fall back to the centre ellipse without them). Every image is decoded once on the
-driver's Ray cluster to account for it: unreadable ones are skipped and counted with their reason.
+A phase on photos (``pretrain``) reads any folder of photos through ``facezip.infra.readers``;
+a phase on faces (``Phase.faces``: ``finetune``) reads the ``faces/`` Parquet written by
+``detect`` (or a folder of Parquet files with the same ``image_bytes`` + ``face_box_in_crop``
+columns, and ``landmarks`` + ``crop_box`` for the face masks of a masked loss, which fall back to
+the centre ellipse without them). Every image is decoded once on the driver's Ray cluster to
+account for it: unreadable ones are skipped and counted with their reason.
 Rows keep their encoded bytes, the workers decode each batch, so random crops change every epoch.
 """
 
@@ -22,14 +23,13 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from facezip.infra.images import ImageError, decode_image
-from facezip.infra.readers import IMAGE_COLUMN, arrow_filesystem, open_reader
-from facezip.infra.storage import Storage, join
+from facezip.infra.readers import IMAGE_COLUMN, arrow_filesystem, open_reader, output_table
+from facezip.infra.storage import Storage
 from facezip.models.face_mask import face_mask, landmarks_in_crop
+from facezip.tasks.train.phases import get_phase
 
-PHASES = ("pretrain", "finetune")
 BOX_COLUMN = "face_box_in_crop"
 GEOMETRY_COLUMNS = ("landmarks", "crop_box")  # detect's landmarks (original pixels) and the region cropped
-FACES_DIR = "faces"
 VAL_SPLITS = ("val", "valid", "validation", "test")
 MAX_SKIPPED_EXAMPLES = 20
 
@@ -46,8 +46,9 @@ class TrainingData:
 
 def load_training_data(phase: str, src: str, storage: Storage, train_cfg: Any) -> TrainingData:
     """Read, check and split ``src``; raises ValueError when nothing usable is left."""
-    dataset = _read(phase, src, storage)
-    checked = dataset.map_batches(_CheckRows(phase, int(train_cfg.max_image_pixels),
+    faces = get_phase(phase).faces
+    dataset = _read(faces, src, storage)
+    checked = dataset.map_batches(_CheckRows(faces, int(train_cfg.max_image_pixels),
                                              float(train_cfg.val_fraction)),
                                   batch_format="pyarrow", batch_size=64).materialize()
     bad = checked.filter(expr="is_valid(error)").select_columns(["id", "error"])
@@ -62,19 +63,18 @@ def load_training_data(phase: str, src: str, storage: Storage, train_cfg: Any) -
     if counts["val"] == 0:  # tiny datasets: validate on training images rather than not at all
         val = train.limit(int(train_cfg.max_val_images)).materialize()
         counts["val"] = val.count()
-    repeats = int(train_cfg.pretrain.crops_per_image) if phase == "pretrain" else 1
+    repeats = get_phase(phase).crops_per_image(train_cfg)
     if repeats > 1:  # the same blocks listed again, not copied: each pass draws new random crops
         train = train.union(*[train] * (repeats - 1))
     return TrainingData(train, val, counts, skipped)
 
 
-def _read(phase: str, src: str, storage: Storage):
+def _read(faces: bool, src: str, storage: Storage):
     import ray.data
 
-    if phase == "pretrain":
+    if not faces:
         return open_reader(src, storage).to_ray_dataset().select_columns(["id", "split", IMAGE_COLUMN, "read_error"])
-    faces = join(src, FACES_DIR)
-    path_uri = faces if storage.exists(faces) else src
+    path_uri = output_table(src, storage) or src  # a detect output: its faces
     fs, path = storage.fs(path_uri)
     dataset = ray.data.read_parquet(path, filesystem=arrow_filesystem(fs))
     missing = {IMAGE_COLUMN, BOX_COLUMN} - set(dataset.schema().names)
@@ -87,8 +87,8 @@ def _read(phase: str, src: str, storage: Storage):
 class _CheckRows:
     """Ray batch function: decode each image once, note why it cannot be used, pick the split."""
 
-    def __init__(self, phase: str, max_pixels: int, val_fraction: float) -> None:
-        self.phase, self.max_pixels, self.val_fraction = phase, max_pixels, val_fraction
+    def __init__(self, faces: bool, max_pixels: int, val_fraction: float) -> None:
+        self.faces, self.max_pixels, self.val_fraction = faces, max_pixels, val_fraction
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = table.to_pylist()
@@ -109,7 +109,7 @@ class _CheckRows:
             rgb = decode_image(row[IMAGE_COLUMN] or b"", self.max_pixels).rgb
         except ImageError as exc:
             return str(exc)
-        if self.phase == "finetune":
+        if self.faces:
             box = row.get(BOX_COLUMN)
             height, width = rgb.shape[:2]
             if box is None or len(box) != 4 or not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
@@ -132,20 +132,21 @@ class BatchMaker:
     """Worker side: encoded rows → ``(images (N,3,S,S) in [0,1], boxes (N,4) or None, masks
     (N,1,S,S) or None)``.
 
-    Pretraining: a random ``S×S`` crop (reflect-padded when the photo is smaller) and a random
-    horizontal flip in training, the centre crop for validation; no boxes, no masks. Fine-tuning:
+    Photos: a random ``S×S`` crop (reflect-padded when the photo is smaller) and a random
+    horizontal flip in training, the centre crop for validation; no boxes, no masks. Faces:
     the face crop resized to ``S×S`` and its face box scaled with it; with ``masks`` its face mask
     (``facezip.models.face_mask``) at ``S×S``, for a masked loss.
     """
 
     def __init__(self, phase: str, crop_size: int, max_pixels: int, masks: bool = False) -> None:
-        self.phase, self.crop_size, self.max_pixels, self.masks = phase, crop_size, max_pixels, masks
+        self.faces = get_phase(phase).faces
+        self.crop_size, self.max_pixels, self.masks = crop_size, max_pixels, masks
         self.random_crop = v2.Compose([v2.RandomCrop(crop_size, pad_if_needed=True, padding_mode="reflect"),
                                        v2.RandomHorizontalFlip()])
 
     def __call__(self, batch: dict[str, np.ndarray], training: bool) -> Batch:
         images = [decode_image(data, self.max_pixels).rgb for data in batch[IMAGE_COLUMN]]
-        if self.phase == "finetune":
+        if self.faces:
             images, boxes = self._faces(images, batch[BOX_COLUMN])
             return images, boxes, self._masks(batch) if self.masks else None
         crop = self.random_crop if training else self._centre_crop
@@ -174,7 +175,8 @@ class BatchMaker:
             if (height, width) != (size, size):
                 rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
             tensors.append(_to_float(rgb))
-            scaled.append(np.asarray(box, dtype=np.float32) * [size / width, size / height, size / width, size / height])
+            scale = [size / width, size / height, size / width, size / height]
+            scaled.append(np.asarray(box, dtype=np.float32) * scale)
         return torch.stack(tensors), torch.from_numpy(np.stack(scaled).astype(np.float32))
 
 

@@ -24,11 +24,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from facezip.models.coding import encode_images, to_uint8
-from facezip.models.facenet import load_facenet
-from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, psnr, with_rate
-from facezip.models.recognizer import Recognizer, RecognizerOptions, identity_key, load_recognizers
+from facezip.models.losses import MaskedL1Loss, ms_ssim_score, with_rate
+from facezip.models.metrics import batch_psnr
+from facezip.models.recognizer import Recognizer, identity_key
 from facezip.models.registry import Codec, create_codec
 from facezip.tasks.train.data import Batch, BatchMaker
+from facezip.tasks.train.phases import get_phase
 from facezip.tasks.train.tracking import RunLogger
 
 CHECKPOINT_FILE = "state.pt"
@@ -58,7 +59,7 @@ def train_loop(config: dict[str, Any]) -> None:
     start_epoch, step = restore(codec, optimizers)
     model = _prepare_model(codec)
     batches = BatchMaker(phase, int(tcfg.crop_size), int(tcfg.max_image_pixels), masks=codec.masked_loss)
-    validator = _Validator(batches, loss_fn, val_judges(phase, tcfg), device, config["mlflow"], step) \
+    validator = _Validator(batches, loss_fn, get_phase(phase).val_judges(tcfg), device, config["mlflow"], step) \
         if rank == 0 else None
     if validator and start_epoch == 0:
         validator.run(codec, epoch=0, step=0)  # the untrained baseline, so the curve has a start
@@ -81,7 +82,8 @@ def train_loop(config: dict[str, Any]) -> None:
             if validator and step % int(tcfg.log_every_steps) == 0:
                 validator.logger_metrics({f"train_{k}": v for k, v in terms.items()}, step)
                 validator.progress(phase, epoch + 1, step, terms)
-        metrics = {"epoch": epoch + 1, "step": step, **{f"epoch_train_{k}": v / max(batch_count, 1) for k, v in totals.items()}}
+        means = {f"epoch_train_{k}": v / max(batch_count, 1) for k, v in totals.items()}
+        metrics = {"epoch": epoch + 1, "step": step, **means}
         if validator is None:
             ray.train.report(metrics)  # every worker reports each epoch; only rank 0 checkpoints
             continue
@@ -104,29 +106,19 @@ def say(line: str) -> None:
 
 
 def make_loss(phase: str, tcfg: Any, device: torch.device, codec: Codec | None = None) -> nn.Module:
-    """The phase's loss, or the codec's masked loss in both phases (``Codec.masked_loss``);
+    """The phase's loss, or the codec's masked loss in every phase (``Codec.masked_loss``);
     ``train.lmbda`` was resolved by the driver (``runner.with_codec_lmbda``)."""
     if codec is not None and codec.masked_loss:
         masked = tcfg.masked
         return MaskedL1Loss(tcfg.lmbda, masked.adversarial_weight if masked.adversarial else None,
                             masked.discriminator_lr).to(device)
-    if phase == "pretrain":
-        return PretrainLoss(tcfg.pretrain.l1_weight, tcfg.pretrain.ms_ssim_weight, tcfg.lmbda)
-    facenet = load_facenet(tcfg.finetune.facenet_weights, device)
-    return FaceNetLoss(facenet, tcfg.finetune.pixel_weight, tcfg.finetune.facenet_weight, tcfg.lmbda).to(device)
-
-
-def val_judges(phase: str, tcfg: Any) -> list[Recognizer]:
-    """The judges validation reports on face crops (finetune), never part of the loss."""
-    if phase == "pretrain":
-        return []
-    return load_recognizers(list(tcfg.finetune.val_judges), RecognizerOptions(tcfg.finetune.facenet_weights))
+    return get_phase(phase).loss(tcfg, device)
 
 
 def make_optimizers(codec: Codec, phase: str, tcfg: Any) -> list[torch.optim.Optimizer]:
     """Adam with β1 from config (the paper's momentum 0.99); ``train.lr`` overrides the phase's lr.
     Entropy-model quantiles get their own Adam on the codec's auxiliary loss, as in CompressAI."""
-    phase_cfg = tcfg[phase]
+    phase_cfg = get_phase(phase).settings(tcfg)
     lr = tcfg.lr if tcfg.lr is not None else phase_cfg.lr
     aux = [p for p in codec.aux_parameters() if p.requires_grad]
     main = [(name, p) for name, p in codec.named_parameters() if p.requires_grad and all(p is not a for a in aux)]
@@ -260,7 +252,7 @@ class _Validator:
         coder.refresh_entropy_model()
         for batch in self.batches:
             x, x_hat, terms = objective(codec, codec, self.loss_fn, batch, self.device)
-            values = {**{k: float(v) for k, v in terms.items()}, "psnr": float(psnr(x_hat, x).mean()),
+            values = {**{k: float(v) for k, v in terms.items()}, "psnr": float(np.mean(batch_psnr(x_hat, x))),
                       "ms_ssim": float(ms_ssim_score(x_hat, x))}
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value * len(x)

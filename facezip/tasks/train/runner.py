@@ -24,12 +24,12 @@ from facezip.infra.config import merge_config
 from facezip.infra.ray_runtime import cluster_cpus
 from facezip.infra.readers import arrow_filesystem
 from facezip.infra.storage import Storage, is_remote, join
-from facezip.models.facenet import load_facenet
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import Codec, codec_class, create_codec
-from facezip.tasks.train.data import PHASES, load_training_data
-from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
+from facezip.tasks.train.data import load_training_data
+from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
+from facezip.tasks.train.phases import codec_distortion, get_phase
 from facezip.tasks.train.tracking import log_trained_model, worker_visible_uri
 
 log = logging.getLogger(__name__)
@@ -37,22 +37,20 @@ SCRATCH = "scratch"  # --init scratch: an untrained model in either phase (maske
 
 
 def run_train(cfg: DictConfig, data: str, dest: str, phase: str, init_weights: str | None = None) -> dict[str, Any]:
-    """Train the codec ``cfg.codec.name`` on ``data`` (``phase`` = pretrain | finetune).
+    """Train the codec ``cfg.codec.name`` on ``data`` in a registered ``phase`` (pretrain | finetune).
 
     ``init_weights``: the starting model (a weights file, ``s3://`` URI or ``models:/name/version``),
     or ``scratch`` for an untrained one. Pretraining starts from it or from scratch; fine-tuning from
-    it or else ``codec.weights``.
+    it or else ``codec.weights`` (``Phase.starts_from_codec_weights``).
     """
     return run_stage(TRAIN_STAGE, cfg, dest, data=data, phase=phase, init_weights=init_weights)
 
 
 def _train_config(cfg: DictConfig, arguments: dict[str, Any]) -> DictConfig:
-    """Before the run opens: the phase checked, and the codec's own λ set, so MLflow's params and
-    every worker see the value trained with."""
-    phase = arguments["phase"]
-    if phase not in PHASES:
-        raise ValueError(f"phase '{phase}' is not one of {', '.join(PHASES)}")
-    return with_codec_lmbda(cfg, codec_class(cfg.codec.name), phase)
+    """Before the run opens: the phase checked (an unknown one fails before Ray starts), and the
+    codec's own λ set, so MLflow's params and every worker see the value trained with."""
+    get_phase(arguments["phase"])
+    return with_codec_lmbda(cfg, codec_class(cfg.codec.name), arguments["phase"])
 
 
 def train(ctx: StageContext, data: str, phase: str, init_weights: str | None = None) -> dict[str, Any]:
@@ -60,9 +58,8 @@ def train(ctx: StageContext, data: str, phase: str, init_weights: str | None = N
     cfg, storage, dest, run = ctx.cfg, ctx.storage, ctx.output, ctx.run
     check_resources(cfg.train)
     codec = initial_codec(cfg, phase, init_weights, storage)
-    # resolve (or convert) FaceNet once here: a missing file fails before Ray Train starts
-    if phase == "finetune" and not codec.masked_loss:
-        load_facenet(cfg.train.finetune.facenet_weights, "cpu", storage)
+    if not codec.masked_loss:
+        get_phase(phase).check(cfg.train, storage)
     training_data = load_training_data(phase, data, storage, cfg.train)
     log.info("train %s: %s", phase, training_data.counts)
 
@@ -95,7 +92,8 @@ def with_codec_lmbda(cfg: DictConfig, codec: Codec | type[Codec], phase: str) ->
     """``train.lmbda`` unset → the codec's own λ for the phase."""
     if cfg.train.lmbda is not None:
         return cfg
-    return merge_config(cfg, {"train": {"lmbda": codec.default_lmbda[phase]}}, source=f"codec {codec.name}")
+    lmbda = codec.lmbda_for(codec_distortion(get_phase(phase), codec))
+    return merge_config(cfg, {"train": {"lmbda": lmbda}}, source=f"codec {codec.name}")
 
 
 def check_resources(tcfg: Any) -> None:
@@ -114,7 +112,7 @@ def check_resources(tcfg: Any) -> None:
 
 def initial_codec(cfg: DictConfig, phase: str, init_weights: str | None, storage: Storage) -> Codec:
     """The model training starts from (its weights are copied into every worker)."""
-    source = init_weights or (cfg.codec.weights if phase == "finetune" else None)
+    source = init_weights or (cfg.codec.weights if get_phase(phase).starts_from_codec_weights else None)
     source = None if source == SCRATCH else source
     arch = OmegaConf.to_container(cfg.codecs.get(cfg.codec.name.replace("-", "_"), {}), resolve=True)
     if source is None:

@@ -39,7 +39,8 @@ class RunLogger:
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(key, float(value), now, step) for key, value in values.items()])
+        metrics = [Metric(key, float(value), now, step) for key, value in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
 
     def reconstruction_grid(self, originals: torch.Tensor, reconstructions: torch.Tensor, epoch: int) -> None:
         """A PNG: originals on the top row, their reconstructions below."""

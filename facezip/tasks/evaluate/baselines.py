@@ -1,0 +1,73 @@
+"""The standard image codecs facezip is measured against, each registered once by name.
+
+A baseline encodes an 8-bit RGB image at a quality (0…100) to the bytes its format stores and
+decodes them back; its quality ladder is what evaluate runs unless ``evaluate.qualities.<name>``
+gives another. Adding one (JPEG XL, HEIC, …) is one ``@register_baseline`` encoder.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+from PIL import Image, features
+
+DEFAULT_QUALITIES = (10, 30, 50, 70, 90)
+
+
+def pillow_decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    encode: Callable[[np.ndarray, int], bytes]  # (RGB image, quality) → the file's bytes
+    qualities: tuple[int, ...] = DEFAULT_QUALITIES
+    available: Callable[[], bool] = lambda: True  # False: this installation cannot run it
+    decode: Callable[[bytes], np.ndarray] = pillow_decode
+
+
+_BASELINES: dict[str, Baseline] = {}
+
+
+def register_baseline(name: str, **declared) -> Callable[[Callable], Callable]:
+    """Function decorator: register ``encode(image, quality) -> bytes`` as the baseline ``name``
+    (``Baseline``'s other fields as keywords)."""
+
+    def decorator(encode: Callable[[np.ndarray, int], bytes]) -> Callable[[np.ndarray, int], bytes]:
+        if name in _BASELINES:
+            raise ValueError(f"baseline '{name}' is already registered")
+        _BASELINES[name] = Baseline(name, encode, **declared)
+        return encode
+
+    return decorator
+
+
+def baseline_names() -> list[str]:
+    return list(_BASELINES)
+
+
+def get_baseline(name: str) -> Baseline:
+    """The registered baseline ``name``, usable here; else a ValueError naming the choices."""
+    if name not in _BASELINES:
+        raise ValueError(f"evaluate.baselines: unknown baseline '{name}' (use {', '.join(_BASELINES)})")
+    baseline = _BASELINES[name]
+    if not baseline.available():
+        raise ValueError(f"evaluate.baselines: this installation cannot run {name} (Pillow built without it?)")
+    return baseline
+
+
+def _pillow_encode(fmt: str, image: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, fmt, quality=quality)
+    return buffer.getvalue()
+
+
+# Pillow's formats: (baseline, Pillow format, PIL.features name: a Pillow may be built without it)
+for _name, _format, _feature in (("jpeg", "JPEG", "jpg"), ("webp", "WEBP", "webp"), ("avif", "AVIF", "avif")):
+    register_baseline(_name, available=partial(features.check, _feature))(partial(_pillow_encode, _format))
