@@ -51,7 +51,7 @@ def detect(inputs: dict[str, bytes], accept: bool) -> dict[str, str]:
                                 schema=REF_SCHEMA)
     batch = refs.append_column(IMAGE_COLUMN, pa.array(list(inputs.values()), pa.binary())).append_column(
         "read_error", pa.array([None] * len(inputs), pa.string()))
-    rows = DetectFaces(OmegaConf.to_container(cfg), "cpu")(batch).to_pylist()
+    rows = DetectFaces(OmegaConf.to_object(cfg), "cpu")(batch).to_pylist()
     return {r["image_id"]: f"rejected: {r['reason']}" if r["reason"] else _kept(r["notes"]) for r in rows}
 
 

@@ -23,7 +23,7 @@ from tests import detect_samples as samples
 @pytest.fixture(scope="module")
 def actor() -> DetectFaces:
     cfg = load_config([], ["detect.max_image_pixels=1000000000000"])  # let Pillow's own bomb limit act
-    return DetectFaces(OmegaConf.to_container(cfg.detect), "cpu")
+    return DetectFaces(OmegaConf.to_object(cfg.detect), "cpu")
 
 
 def _batch(items: dict[str, bytes | None], read_errors: dict[str, str] | None = None) -> pa.Table:
@@ -98,7 +98,7 @@ def test_bad_inputs_become_rejections(mixed_batch: dict[str, dict], name: str) -
 
 
 def test_damaged_images_are_kept_and_flagged_when_asked() -> None:
-    detect_cfg = OmegaConf.to_container(load_config([], ["detect.accept_damaged=true"]).detect)
+    detect_cfg = OmegaConf.to_object(load_config([], ["detect.accept_damaged=true"]).detect)
     rows = DetectFaces(detect_cfg, "cpu")(_batch({"jpeg": samples.damaged_jpeg(), "png": samples.png_with_bad_crc()}))
     assert rows.column("reason").null_count == 2  # both kept: the face is intact
     notes = rows.column("notes").to_pylist()
@@ -135,7 +135,7 @@ def test_keep_all_keeps_every_face_above_the_threshold() -> None:
 
 def test_keep_all_gives_each_face_its_own_id() -> None:
     pair = np.concatenate([np.asarray(samples.astronaut()), np.asarray(samples.camera().convert("RGB"))], axis=1)
-    detect_cfg = OmegaConf.to_container(load_config([], ["detect.keep_all=true"]).detect)
+    detect_cfg = OmegaConf.to_object(load_config([], ["detect.keep_all=true"]).detect)
     table = DetectFaces(detect_cfg, "cpu")(_batch({"pair": samples.encode(Image.fromarray(pair), "PNG")}))
     assert table.column("id").to_pylist() == ["pair_0", "pair_1"]
     assert table.column("face_index").to_pylist() == [0, 1]

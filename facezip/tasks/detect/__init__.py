@@ -78,7 +78,7 @@ def _detect_parts(cfg: DictConfig, reader, dest: str, storage: Storage, inputs: 
                   gpus: float, progress: bool) -> tuple[Counts, list[bytes]]:
     """Every slice through the MTCNN actors; the summed counts and the first slices' sample crops."""
     wanted = cfg.detect.contact_sheet_faces
-    worker = {"detect_cfg": OmegaConf.to_container(cfg.detect), "device": device, "dest": dest,
+    worker = {"detect_cfg": OmegaConf.to_object(cfg.detect), "device": device, "dest": dest,
               "storage": storage, "samples": wanted}
     counts, samples = Counts(), {}
     with tqdm(total=inputs, desc="detect", unit="img", disable=not progress) as bar:

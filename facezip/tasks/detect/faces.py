@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
+from facezip.infra.config.stages import DetectConfig
 from facezip.infra.images import DecodedImage, ImageError, decode_image
 from facezip.models.face_detector import Face, FaceDetector, crop_face
 
@@ -46,11 +47,11 @@ REJECTED_COLUMNS = ["id", "source_uri", "identity", "split", "reason", "detail",
 class DetectFaces:
     """One MTCNN, loaded once per worker; called on batches of input rows."""
 
-    def __init__(self, detect_cfg: dict[str, Any], device: str) -> None:
+    def __init__(self, detect_cfg: DetectConfig, device: str) -> None:
         # as many torch threads as CPUs reserved: more threads than cores makes MTCNN several times slower
-        torch.set_num_threads(max(1, round(detect_cfg["cpus_per_actor"])))
+        torch.set_num_threads(max(1, round(detect_cfg.cpus_per_actor)))
         self.cfg = detect_cfg
-        self.detector = FaceDetector(device, detect_cfg["min_face_size"], detect_cfg["thresholds"])
+        self.detector = FaceDetector(device, detect_cfg.min_face_size, detect_cfg.thresholds)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out: list[dict[str, Any]] = []
@@ -69,13 +70,13 @@ class DetectFaces:
         if row.get("read_error") or row["image_bytes"] is None:
             return None, _rejected(row, "unreadable", row.get("read_error") or "no image bytes")
         try:
-            image = decode_image(row["image_bytes"], self.cfg["max_image_pixels"], self.cfg["accept_damaged"])
+            image = decode_image(row["image_bytes"], self.cfg.max_image_pixels, self.cfg.accept_damaged)
         except ImageError as exc:
             return None, _rejected(row, exc.reason, str(exc))
         height, width = image.rgb.shape[:2]
-        if min(height, width) < self.cfg["min_face_size"]:
+        if min(height, width) < self.cfg.min_face_size:
             return None, _rejected(row, "too_small", f"{width}×{height} is smaller than min_face_size "
-                                                     f"{self.cfg['min_face_size']}", image.notes)
+                                                     f"{self.cfg.min_face_size}", image.notes)
         return image, None
 
     def _detect(self, images: Sequence) -> list[list[Face] | Exception]:
@@ -97,15 +98,15 @@ class DetectFaces:
     def _outcome(self, row: dict[str, Any], image: DecodedImage, faces: list[Face] | Exception) -> list[dict]:
         if isinstance(faces, Exception):
             return [_rejected(row, "detection_failed", f"{type(faces).__name__}: {faces}", image.notes)]
-        kept, rejection = select_faces(faces, self.cfg["min_probability"], self.cfg["keep_all"])
+        kept, rejection = select_faces(faces, self.cfg.min_probability, self.cfg.keep_all)
         if rejection:
             return [_rejected(row, *rejection, image.notes)]
         return [self._face_row(row, image, face, index) for index, face in enumerate(kept)]
 
     def _face_row(self, row: dict[str, Any], image: DecodedImage, face: Face, index: int) -> dict[str, Any]:
-        crop = crop_face(image.rgb, face.box, self.cfg["image_size"], self.cfg["margin"])
+        crop = crop_face(image.rgb, face.box, self.cfg.image_size, self.cfg.margin)
         height, width = image.rgb.shape[:2]
-        face_id = f"{row['id']}_{index}" if self.cfg["keep_all"] else row["id"]
+        face_id = f"{row['id']}_{index}" if self.cfg.keep_all else row["id"]
         return {**_ref(row), "id": face_id, "image_id": row["id"], "face_index": index,
                 "image_bytes": crop.png, "box": list(face.box), "landmarks": list(face.landmarks),
                 "probability": face.probability, "width": width, "height": height,

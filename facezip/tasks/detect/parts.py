@@ -7,11 +7,11 @@ the same files, and each part is committed (written atomically) as soon as its s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from facezip.infra.config.stages import DetectConfig
 from facezip.infra.readers import read_bytes
 from facezip.infra.slices import InputSlice
 from facezip.infra.storage import Storage, join, parquet_bytes
@@ -36,9 +36,9 @@ class PartResult:
 class DetectWorker:
     """Setup: one MTCNN (``DetectFaces``). Per slice: read, detect in batches, commit both parts."""
 
-    def __init__(self, detect_cfg: dict[str, Any], device: str, dest: str, storage: Storage, samples: int) -> None:
+    def __init__(self, detect_cfg: DetectConfig, device: str, dest: str, storage: Storage, samples: int) -> None:
         self.faces = DetectFaces(detect_cfg, device)
-        self.batch_size, self.dest, self.storage, self.samples = detect_cfg["batch_size"], dest, storage, samples
+        self.batch_size, self.dest, self.storage, self.samples = detect_cfg.batch_size, dest, storage, samples
 
     def process(self, job: InputSlice) -> PartResult:
         inputs = read_bytes(job.refs, self.storage)
