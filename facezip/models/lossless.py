@@ -56,12 +56,12 @@ def _png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _open(payload: bytes, height: int, width: int) -> Image.Image:
+def _open(payload: bytes, height: int, width: int, failure: str = "lossless record is not a PNG") -> Image.Image:
     """The PNG, its size checked against the header before any pixel is decoded."""
     try:
         image = Image.open(io.BytesIO(payload), formats=["PNG"])
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise FzFormatError(f"lossless record is not a PNG ({exc})") from None
+        raise FzFormatError(f"{failure} ({exc})") from None
     if image.size != (width, height):
         image.close()
         raise FzFormatError(f"lossless PNG is {image.size[0]}×{image.size[1]}, the header says {width}×{height}")
@@ -70,7 +70,7 @@ def _open(payload: bytes, height: int, width: int) -> Image.Image:
 
 def _pixels(payload: bytes, height: int, width: int) -> np.ndarray:
     """The pixels exactly as archived."""
-    with _open(payload, height, width) as image:
+    with _open(payload, height, width, "lossless PNG does not decode") as image:
         try:
             return np.asarray(image.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as exc:  # what Pillow raises for a damaged PNG
