@@ -14,9 +14,10 @@ from collections.abc import Iterable
 import torch
 
 from facezip.infra.storage import Storage
+from facezip.models import loading  # through the module: tests point bundled weights elsewhere
 from facezip.models.coding import check_known
 from facezip.models.container import FzFormatError
-from facezip.models.loading import BUNDLED, bundled_levels, load_codec
+from facezip.models.loading import BUNDLED
 from facezip.models.registry import Codec, codec_class, create_codec
 
 
@@ -51,14 +52,14 @@ class CodecStore:
         key = (name, weights, level)
         if key not in self._loaded:
             if codec_class(name).learned:
-                self._loaded[key] = load_codec(name, weights, self.device, self.storage, level=level)
+                self._loaded[key] = loading.load_codec(name, weights, self.device, self.storage, level=level)
             else:
                 self._loaded[key] = create_codec(name).freeze()
         return self._loaded[key]
 
     def ladder(self, name: str) -> dict[int, Codec]:
         """Every rung of ``name``'s bundled rate ladder, ``{level: codec}``, lowest rate first ({} without one)."""
-        return {level: self.load(name, BUNDLED, level) for level in bundled_levels(name)}
+        return {level: self.load(name, BUNDLED, level) for level in loading.bundled_levels(name)}
 
     def bundled(self, name: str) -> list[Codec]:
         """Every bundled model of ``name``: its ladder's rungs, or its one bundled model ([] if it ships none)."""
@@ -103,7 +104,7 @@ class CodecStore:
         given = self._given.get(name)
         parts = [f"the given weights {', '.join(given)}"] if given else []
         if name in self._searched:
-            levels = bundled_levels(name)
+            levels = loading.bundled_levels(name)
             parts.insert(0, f"bundled levels {', '.join(map(str, levels))}" if levels else "its bundled weights")
         return " or ".join(parts) or f"any loaded {name} weights"
 
