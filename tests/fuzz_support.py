@@ -72,7 +72,8 @@ def seeds(models) -> dict[str, list[tuple[str, bytes, dict]]]:
     from facezip.infra.storage import parquet_bytes
     from facezip.models.coding import encode_images, encode_payloads
     from facezip.models.container import FzHeader
-    from facezip.tasks.archive.layout import INDEX_SCHEMA, LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, pack_record
+    from facezip.models.lossless import LOSSLESS_WEIGHTS_HASH
+    from facezip.tasks.archive.layout import INDEX_SCHEMA, pack_record
 
     rng = np.random.default_rng(0)
     face = np.clip(rng.normal(128, 40, (32, 48, 3)), 0, 255).astype(np.uint8)
@@ -91,7 +92,7 @@ def seeds(models) -> dict[str, list[tuple[str, bytes, dict]]]:
     from PIL import Image
 
     Image.fromarray(face).save(png, "PNG")
-    lossless = FzHeader(LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, *face.shape[:2])
+    lossless = FzHeader("png", LOSSLESS_WEIGHTS_HASH, *face.shape[:2])
     records.append(("lossless.record", pack_record(lossless, png.getvalue(), stored=True), _row(lossless)))
     rows = [{**_row(FzHeader(models[0].name, models[0].weights_hash(), 32, 48)), "id": f"face{i}",
              "offset": 100 * i, "length": 100, "version": 1, "source_uri": f"/in/face{i}.png"} for i in range(4)]
@@ -175,11 +176,10 @@ def corpus(seed_sets: dict[str, list], counts: dict[str, int], seed: int) -> lis
 class Decoders:
     def __init__(self) -> None:
         from facezip.infra.storage import Storage
-        from facezip.tasks.compress import BundledModels
+        from facezip.models.store import CodecStore
 
         self.models = codecs()
-        self.by_hash = {m.weights_hash(): m for m in self.models}
-        self.bundled = BundledModels("cpu")  # what `facezip decompress` uses: each file's own rung
+        self.store = CodecStore(codecs=self.models)  # what `facezip decompress` uses: each file's own rung
         self.storage = Storage()
         self._warm_up()
 
@@ -191,7 +191,7 @@ class Decoders:
         from facezip.models.coding import decode_file, encode_images
 
         for model in self.models:
-            self.bundled.candidates(model.name)
+            self.store.bundled(model.name)
             decode_file(model, encode_images(model, [np.zeros((16, 16, 3), np.uint8)])[0])
 
     def decode(self, target: str, data: bytes, context: dict) -> str:
@@ -205,10 +205,10 @@ class Decoders:
         try:
             if target == "fz":
                 header = read_header(data)[0]
-                decode_file(self.by_hash.get(header.weights_hash) or self.bundled.codec_for(header), data)
+                decode_file(self.store.find(header.codec, header.weights_hash), data)
             elif target == "record":
-                opened = open_record(self.by_hash, data, context)
-                decoded = decode_opened(self.by_hash, [opened])[0]
+                opened = open_record(self.store, data, context)
+                decoded = decode_opened(self.store, [opened])[0]
                 if isinstance(decoded, str):
                     return f"decode_failed:{decoded}"
             else:

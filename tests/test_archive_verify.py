@@ -18,10 +18,11 @@ from archive_support import archive_config, index_rows, legacy_record, write_cro
 from facezip.cli import main
 from facezip.infra.storage import Storage
 from facezip.models.container import FzHeader
+from facezip.models.lossless import LOSSLESS_WEIGHTS_HASH
 from facezip.models.registry import codec_class
 from facezip.tasks.archive import ArchiveReader, run_archive, run_verify
 from facezip.tasks.archive.integrity import IndexPartError, read_trusted_part
-from facezip.tasks.archive.layout import LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, row_header, unpack_record
+from facezip.tasks.archive.layout import row_header, unpack_record
 from facezip.tasks.archive.restore import decode_opened
 
 SHARD = 1  # the shard the tests damage (the archive has 3: 8 + 8 + 4 records)
@@ -267,8 +268,8 @@ def test_a_corrupt_lossless_record_fails_alone():
     png = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(png, "PNG")
     good, corrupt = png.getvalue(), png.getvalue()[:40] + bytes(30) + png.getvalue()[70:]
-    header = FzHeader(LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, 8, 8)
-    decoded = decode_opened({}, [(header, corrupt), (header, good)])
+    header = FzHeader("png", LOSSLESS_WEIGHTS_HASH, 8, 8)
+    decoded = decode_opened([], [(header, corrupt), (header, good)])
     assert decoded[0].startswith("lossless PNG does not decode") and decoded[1].shape == (8, 8, 3)
 
 

@@ -10,7 +10,7 @@ from facezip.cli.common import CommandError, add_config_arguments, load, report_
 from facezip.infra.device import resolve_device
 from facezip.infra.storage import Storage
 from facezip.tasks.archive import restore_records, run_archive, run_verify
-from facezip.tasks.archive.ladder import decoding_codecs
+from facezip.tasks.archive.ladder import decoding_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -109,7 +109,7 @@ def _restore(args: argparse.Namespace) -> int:
     (dest,), cfg = _positional(args, ("DEST",))
     storage = Storage.from_config(cfg.storage)
     try:
-        codecs = [codec.to(resolve_device(cfg.device)) for codec in decoding_codecs(cfg, storage)]
+        codecs = decoding_store(cfg, storage, resolve_device(cfg.device))
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     restored = restore_records(codecs, dest, None if args.all else args.ids, args.output, storage,

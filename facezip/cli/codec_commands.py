@@ -13,10 +13,11 @@ from facezip.infra.device import resolve_device
 from facezip.infra.storage import Storage
 from facezip.models.coding import bits_per_pixel, decode_file, encode_images
 from facezip.models.container import FzFormatError
-from facezip.models.loading import BUNDLED, load_codec
+from facezip.models.loading import BUNDLED
 from facezip.models.metrics import psnr
 from facezip.models.registry import Codec
-from facezip.tasks.compress import BundledModels, compress_files, decompress_files, describe_file, sample_face
+from facezip.models.store import CodecStore
+from facezip.tasks.compress import compress_files, decompress_files, describe_file, sample_face
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,20 +60,22 @@ def _config(args: argparse.Namespace, overrides: list[str]):
     return cfg
 
 
+def _store(cfg) -> CodecStore:
+    return CodecStore(resolve_device(cfg.device), Storage.from_config(cfg.storage))
+
+
 def _load_codec(cfg) -> Codec:
     try:
-        return load_codec(cfg.codec.name, cfg.codec.weights, resolve_device(cfg.device),
-                          Storage.from_config(cfg.storage), level=cfg.codec.level)
+        return _store(cfg).load(cfg.codec.name, cfg.codec.weights, cfg.codec.level)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
 
-def _decoder(cfg):
-    """Bundled weights: each file's own rung, found by the weights hash in its header (no --level
-    to remember); otherwise the configured codec."""
-    if cfg.codec.weights == BUNDLED:
-        return BundledModels(resolve_device(cfg.device)).codec_for
-    return _load_codec(cfg)
+def _decoder(cfg) -> CodecStore:
+    """Each file's codec found by the weights hash in its header: any bundled rung (no --level to
+    remember) or the configured weights."""
+    store = _store(cfg)
+    return store if cfg.codec.weights == BUNDLED else store.add(_load_codec(cfg))
 
 
 def _run(args: argparse.Namespace, work, codec_from_config) -> int:
@@ -123,7 +126,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     failures = []
-    bundled = BundledModels("cpu")
+    bundled = CodecStore()
     for path in args.files:
         try:
             with open(path, "rb") as handle:

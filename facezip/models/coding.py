@@ -45,7 +45,7 @@ def encode_images(codec: Codec, images: Sequence[np.ndarray], batch_size: int = 
 @torch.no_grad()
 def encode_payloads(codec: Codec, images: Sequence[np.ndarray], batch_size: int = 16) -> list[bytes]:
     """RGB uint8 images → the codec's payloads (no container), in input order."""
-    device = next(codec.parameters()).device
+    device = next(codec.parameters(), torch.empty(0)).device  # a codec without weights (PNG) runs on the CPU
     out: list[bytes | None] = [None] * len(images)
     for size, indices in _group_by_padded_size(images, codec.pad_multiple).items():
         for start in range(0, len(indices), batch_size):
@@ -87,6 +87,8 @@ def decode_payloads(codec: Codec, items: Sequence[tuple[FzHeader, bytes]], batch
             chunk = indices[start : start + batch_size]
             try:
                 x_hat = to_uint8(codec.decompress([items[i][1] for i in chunk], size))
+            except FzFormatError:
+                raise
             except ValueError as exc:
                 header = items[chunk[0]][0]
                 raise FzFormatError(f"payload does not fit a {header.height}×{header.width} image: {exc}") from None
@@ -95,9 +97,14 @@ def decode_payloads(codec: Codec, items: Sequence[tuple[FzHeader, bytes]], batch
     return out  # type: ignore[return-value]
 
 
+def check_known(codec_name: str) -> None:
+    known = available_codecs(fixed=True)
+    if codec_name not in known:
+        raise FzFormatError(f"unknown codec '{codec_name}' (this facezip knows {', '.join(known)})")
+
+
 def check_header_matches(header: FzHeader, codec: Codec) -> None:
-    if header.codec not in available_codecs():
-        raise FzFormatError(f"unknown codec '{header.codec}' (this facezip knows {', '.join(available_codecs())})")
+    check_known(header.codec)
     if header.codec != codec.name:
         raise FzFormatError(f"file was written by codec '{header.codec}', the loaded model is '{codec.name}'")
     if header.weights_hash != codec.weights_hash():

@@ -36,11 +36,6 @@ def bundled_levels(codec_name: str) -> list[int]:
     return sorted(int(n[len(prefix):-3]) for n in names if n.startswith(prefix) and n[len(prefix):-3].isdigit())
 
 
-def load_ladder(codec_name: str, device: torch.device | str = "cpu") -> dict[int, Codec]:
-    """Every bundled rung of ``codec_name``: ``{level: codec}``, lowest rate first ({} without a ladder)."""
-    return {level: load_codec(codec_name, BUNDLED, device, level=level) for level in bundled_levels(codec_name)}
-
-
 def weights_to_bytes(codec: Codec, metadata: dict[str, Any] | None = None) -> bytes:
     buffer = io.BytesIO()
     torch.save({"format": WEIGHTS_FORMAT, "codec": codec.name, "architecture": codec.architecture(),

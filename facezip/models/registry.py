@@ -41,6 +41,9 @@ class Codec(nn.Module, ABC):
     # classes in facezip.models.losses: its scale sets λ's); a loss not named gets 1, which leaves a
     # fixed-rate codec's loss as it is
     default_lmbda: ClassVar[dict[str, float]] = {}
+    # False: a fixed transform with no weights (the lossless fallback), never picked as codec.name,
+    # trained or evaluated; it still decodes the records and files that name it
+    learned: ClassVar[bool] = True
 
     @property
     @abstractmethod
@@ -63,6 +66,11 @@ class Codec(nn.Module, ABC):
     def lmbda_for(cls, distortion: str) -> float:
         """The default λ when training on the loss named ``distortion``."""
         return cls.default_lmbda.get(distortion, 1.0)
+
+    @classmethod
+    def check_payload(cls, payload: bytes, height: int, width: int) -> None:
+        """Raise FzFormatError if ``payload`` cannot be an image of ``height``×``width``, judged
+        without weights or decoding (``facezip verify``); codecs whose payloads carry no sizes: nothing."""
 
     def min_payload_bytes(self, height: int, width: int) -> int:
         """The fewest payload bytes any image of padded size ``height``×``width`` codes to (0: no
@@ -130,15 +138,17 @@ def register_codec(name: str) -> Callable[[type[Codec]], type[Codec]]:
     return decorator
 
 
-def available_codecs() -> list[str]:
-    return sorted(_CODECS)
+def available_codecs(fixed: bool = False) -> list[str]:
+    """The learned codecs (``codec.name``, train, evaluate); with ``fixed``, also those without
+    weights, which only decode what names them."""
+    return sorted(name for name, cls in _CODECS.items() if fixed or cls.learned)
 
 
 def codec_class(name: str) -> type[Codec]:
     try:
         return _CODECS[name]
     except KeyError:
-        raise ValueError(f"unknown codec '{name}' (available: {', '.join(available_codecs())})") from None
+        raise ValueError(f"unknown codec '{name}' (available: {', '.join(available_codecs(fixed=True))})") from None
 
 
 def create_codec(name: str, **architecture: Any) -> Codec:

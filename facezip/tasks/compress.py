@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -19,9 +19,9 @@ from tqdm import tqdm
 from facezip.infra.images import ImageError, decode_image
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.coding import bits_per_pixel, decode_file, encode_images
-from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, PAYLOAD_STORED, FzFormatError, FzHeader, read_header
-from facezip.models.loading import BUNDLED, load_codec, load_ladder
-from facezip.models.registry import Codec, available_codecs
+from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, PAYLOAD_STORED, FzFormatError, read_header
+from facezip.models.registry import Codec
+from facezip.models.store import Codecs, CodecStore
 
 
 @dataclass
@@ -62,57 +62,19 @@ def compress_files(codec: Codec, inputs: Sequence[str], output: str, storage: St
     return results
 
 
-class BundledModels:
-    """Bundled weights found by the hash a ``.fz`` header carries: every rung of a codec's rate
-    ladder (or its one bundled model), loaded once and only for codecs that files name."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-        self._by_hash: dict[str, dict[str, tuple[int | None, Codec]]] = {}
-
-    def candidates(self, codec_name: str) -> dict[str, tuple[int | None, Codec]]:
-        """``{weights hash: (level, codec)}`` of ``codec_name``'s bundled weights."""
-        if codec_name not in self._by_hash:
-            codecs = list(load_ladder(codec_name, self.device).values()) or self._single_bundled(codec_name)
-            self._by_hash[codec_name] = {codec.weights_hash(): (codec.level, codec) for codec in codecs}
-        return self._by_hash[codec_name]
-
-    def _single_bundled(self, codec_name: str) -> list[Codec]:
-        try:
-            return [load_codec(codec_name, BUNDLED, self.device)]
-        except ValueError:  # this codec ships no weights: nothing to match
-            return []
-
-    def level_of(self, header: FzHeader) -> int | None:
-        if header.codec not in available_codecs():
-            return None
-        return self.candidates(header.codec).get(header.weights_hash, (None, None))[0]
-
-    def codec_for(self, header: FzHeader) -> Codec:
-        """The bundled model that wrote ``header``'s file, whatever ``--level`` it was written at."""
-        if header.codec not in available_codecs():
-            raise FzFormatError(f"unknown codec '{header.codec}' (this facezip knows {', '.join(available_codecs())})")
-        found = self.candidates(header.codec)
-        if header.weights_hash in found:
-            return found[header.weights_hash][1]
-        levels = sorted(level for level, _ in found.values() if level is not None)
-        shipped = f"bundled levels {', '.join(map(str, levels))}" if levels else "its bundled weights"
-        raise FzFormatError(f"written by {header.codec} with weights {header.weights_hash}, which match none of "
-                            f"{shipped}; give codec.weights=PATH of the weights that wrote it")
-
-
-def decompress_files(decoder: Codec | Callable[[FzHeader], Codec], inputs: Sequence[str], output: str,
+def decompress_files(codecs: Codecs | CodecStore, inputs: Sequence[str], output: str,
                      storage: Storage, progress: bool = True,
                      max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> list[FileResult]:
-    """``decoder``: one codec for every file, or a function from a file's header to its codec
-    (``BundledModels.codec_for``: each file's own rung of the bundled ladder)."""
-    codec_for = decoder if not isinstance(decoder, Codec) else (lambda header: decoder)
+    """Each file decoded by the codec its header names, found in ``codecs`` by weights hash (a
+    store that searches the bundled models: each file's own rung of the bundled ladder)."""
+    store = CodecStore.of(codecs)
     results = [FileResult(src, out) for src, out in zip(inputs, plan_outputs(inputs, output, ".png"))]
     _flag_collisions(results)
     for result in tqdm([r for r in results if r.ok], desc="decompress", unit="img", disable=not progress):
         try:
             data = storage.read_bytes(result.source)
-            pixels = decode_file(codec_for(read_header(data)[0]), data, max_pixels)
+            header = read_header(data)[0]
+            pixels = decode_file(store.find(header.codec, header.weights_hash), data, max_pixels)
         except (OSError, FzFormatError) as exc:
             result.error = _describe(exc)
             continue
@@ -121,11 +83,11 @@ def decompress_files(decoder: Codec | Callable[[FzHeader], Codec], inputs: Seque
     return results
 
 
-def describe_file(data: bytes, bundled: BundledModels | None = None) -> dict[str, object]:
-    """The header of a ``.fz`` file and its rate, for ``facezip info``; with ``bundled``, the
+def describe_file(data: bytes, store: CodecStore | None = None) -> dict[str, object]:
+    """The header of a ``.fz`` file and its rate, for ``facezip info``; with ``store``, the
     level of the bundled rate ladder that wrote it (when one did)."""
     header, stream, coding = read_header(data)
-    level = bundled.level_of(header) if bundled else None
+    level = store.level_of(header.codec, header.weights_hash) if store else None
     return {"codec": header.codec, "weights_hash": header.weights_hash,
             **({"bundled_level": level} if level is not None else {}), "height": header.height,
             "width": header.width, "file_bytes": len(data), "payload_bytes": len(stream),

@@ -8,20 +8,22 @@ rung a face is stored as lossless PNG bytes, flagged.
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from facezip.models.coding import decode_payloads, encode_payloads
 from facezip.models.container import FzHeader
+from facezip.models.lossless import LosslessCodec
 from facezip.models.recognizer import FACENET, Recognizer, RecognizerOptions, load_recognizers
 from facezip.models.registry import Codec
 from facezip.tasks.archive.ladder import Rung
-from facezip.tasks.archive.layout import LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, pack_record
+from facezip.tasks.archive.layout import pack_record
+
+# above the top rung: the exact pixels as PNG, flagged as the lossless fallback in the index
+LOSSLESS = Rung(None, "lossless", LosslessCodec().freeze())
 
 
 @dataclass
@@ -103,8 +105,9 @@ def encode_faces(rungs: Sequence[Rung], images: Sequence[np.ndarray], floor: Flo
         todo = [i for k, i in enumerate(todo) if any(failed[k] for failed in failing.values())]
         if not todo:
             break
-    for i in todo:
-        out[i] = _lossless(images[i], floor, raised_by[i])
+    stored = {j.name: 1.0 if j.higher_is_better else 0.0 for j in floor.judges}  # exact pixels: no distance
+    for i, payload in zip(todo, encode_payloads(LOSSLESS.codec, [images[i] for i in todo], batch_size)):
+        out[i] = _coded(LOSSLESS, images[i], payload, stored, raised_by[i])
     return out  # type: ignore[return-value]
 
 
@@ -117,20 +120,7 @@ def _coded(rung: Rung, image: np.ndarray, payload: bytes, scores: dict[str, floa
     codec = rung.codec
     record = pack_record(_header(codec, image), payload, codec.xz_options, stored=codec.entropy_coded)
     return ArchivedFace(record, len(payload), codec.name, codec.weights_hash(), rung.model, rung.level, scores,
-                 (scores or {}).get(FACENET), raised_by=raised_by or [])
-
-
-def _lossless(image: np.ndarray, floor: Floor, raised_by: list[str]) -> ArchivedFace:
-    """The decoded pixels as PNG: restore gives them back exactly, so each judge's measure is the
-    original against itself (cosine 1, distance 0)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "PNG", optimize=True)
-    payload = buffer.getvalue()
-    header = FzHeader(LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH, *image.shape[:2])
-    scores = {j.name: 1.0 if j.higher_is_better else 0.0 for j in floor.judges}
-    return ArchivedFace(pack_record(header, payload, stored=True), len(payload), LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH,
-                 "lossless", None, scores, scores.get(FACENET), lossless_fallback=True,
-                 raised_by=raised_by)
+                        (scores or {}).get(FACENET), rung is LOSSLESS, raised_by or [])
 
 
 @dataclass
@@ -146,7 +136,7 @@ class IdentityTally:
 
     def add(self, row: dict) -> None:
         if row["lossless_fallback"] or row["level"] is not None:  # no ladder: nothing to count per level
-            self.levels[LOSSLESS_CODEC if row["lossless_fallback"] else str(row["level"])] += 1
+            self.levels[LOSSLESS.codec.name if row["lossless_fallback"] else str(row["level"])] += 1
         raised_by = row.get("raised_by") or []
         self.raised += bool(raised_by)
         self.raised_by.update(raised_by)

@@ -1,5 +1,5 @@
 """Which codecs an archive encodes with (the start rung, and the rungs above it for an identity
-floor) and which it can decode with (every rung the config names)."""
+floor) and which it can decode with (every rung the config names, and every bundled model)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import mlflow
 from omegaconf import DictConfig
 
 from facezip.infra.storage import Storage
-from facezip.models.loading import BUNDLED, bundled_levels, load_codec, load_ladder
+from facezip.models.loading import BUNDLED
 from facezip.models.registry import Codec, codec_class
+from facezip.models.store import CodecStore
 
 
 @dataclass
@@ -23,19 +24,19 @@ class Rung:
 def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
     """The start rung first; with ``archive.identity_floor`` every higher rung after it, lowest rate first."""
     floor = cfg.archive.identity_floor
-    _set_tracking_uri(cfg)
+    store = _store(cfg, storage)
     name, weights, level = cfg.codec.name, cfg.codec.weights, cfg.codec.level
     if cfg.archive.ladder:
-        rungs = _explicit_ladder(cfg, storage)
+        rungs = _explicit_ladder(cfg, store)
         start = 1 if level is None else level
         if not 1 <= start <= len(rungs):
             raise ValueError(f"codec.level={start} is not a rung of archive.ladder (levels 1..{len(rungs)})")
         chosen = rungs[start - 1 :]
     elif not floor:
-        codec = load_codec(name, weights, "cpu", storage, level=level)
+        codec = store.load(name, weights, level)
         return [Rung(codec.level, weights, codec)]
     else:
-        ladder = load_ladder(name) if weights == BUNDLED else {}
+        ladder = store.ladder(name) if weights == BUNDLED else {}
         if not ladder:
             raise ValueError(f"the identity floor (--min-identity) needs a rate ladder, and codec '{name}' with "
                              f"weights '{weights}' has none: use a codec with bundled levels or list the rungs' "
@@ -48,28 +49,23 @@ def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
     return chosen if floor else chosen[:1]
 
 
-def decoding_codecs(cfg: DictConfig, storage: Storage) -> list[Codec]:
-    """Every codec the config names (``codec.weights`` at ``codec.level``, every bundled rung,
-    every ``archive.ladder`` file): records pick theirs by weights hash."""
-    _set_tracking_uri(cfg)
-    name, weights = cfg.codec.name, cfg.codec.weights
+def decoding_store(cfg: DictConfig, storage: Storage, device="cpu") -> CodecStore:
+    """The codecs the config names (``codec.weights``, every ``archive.ladder`` file) and every
+    bundled model: records and files pick theirs by weights hash."""
+    store = _store(cfg, storage, device)
     if cfg.archive.ladder:
-        return [rung.codec for rung in _explicit_ladder(cfg, storage)]
-    codecs = [load_codec(name, weights, "cpu", storage, level=cfg.codec.level)]
-    if weights == BUNDLED:
-        codecs += [load_codec(name, BUNDLED, "cpu", storage, level=n) for n in bundled_levels(name)
-                   if n != codecs[0].level]
-    return codecs
+        return store.add(*(rung.codec for rung in _explicit_ladder(cfg, store)))
+    return store if cfg.codec.weights == BUNDLED else store.add(store.load(cfg.codec.name, cfg.codec.weights))
 
 
-def _explicit_ladder(cfg: DictConfig, storage: Storage) -> list[Rung]:
+def _explicit_ladder(cfg: DictConfig, store: CodecStore) -> list[Rung]:
     if cfg.codec.weights != BUNDLED:
         raise ValueError(f"give codec.weights ({cfg.codec.weights}) or archive.ladder, not both")
-    return [Rung(n, uri, load_codec(cfg.codec.name, uri, "cpu", storage))
-            for n, uri in enumerate(cfg.archive.ladder, start=1)]
+    return [Rung(n, uri, store.load(cfg.codec.name, uri)) for n, uri in enumerate(cfg.archive.ladder, start=1)]
 
 
-def _set_tracking_uri(cfg: DictConfig) -> None:
+def _store(cfg: DictConfig, storage: Storage, device="cpu") -> CodecStore:
     """``models:/…`` weights resolve against ``tracking.uri`` when it is set."""
     if cfg.tracking.uri:
         mlflow.set_tracking_uri(cfg.tracking.uri)
+    return CodecStore(device, storage)

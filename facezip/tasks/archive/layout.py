@@ -49,8 +49,6 @@ INDEX_SCHEMA = pa.schema([
     # what decoding the input noted: conversions, or damage kept with archive.accept_damaged
     ("notes", pa.string()),
 ])
-# A face no rung keeps above the identity floor is stored as PNG bytes under this codec name.
-LOSSLESS_CODEC, LOSSLESS_WEIGHTS_HASH = "png", "0" * 16
 
 
 def part_name(shard: int) -> str:

@@ -16,20 +16,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from facezip.infra.storage import Storage, join
-from facezip.models.coding import check_header_matches, decode_payloads
+from facezip.models.coding import decode_payloads
 from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, FzFormatError, FzHeader, check_dimensions
-from facezip.models.registry import Codec
+from facezip.models.store import Codecs, CodecStore
 from facezip.tasks.archive.integrity import archive_problems, load_index
-from facezip.tasks.archive.layout import (
-    LOSSLESS_CODEC,
-    max_record_bytes,
-    row_header,
-    shard_url,
-    unpack_record,
-    unsafe_id,
-)
-
-Codecs = Codec | Iterable[Codec]
+from facezip.tasks.archive.layout import max_record_bytes, row_header, shard_url, unpack_record, unsafe_id
 
 
 class RecordError(ValueError):
@@ -108,56 +99,41 @@ def check_sha256(record: bytes, row: dict) -> None:
                           "sha256 does not match the index")
 
 
-def by_weights_hash(codecs: Codecs) -> dict[str, Codec]:
-    """Each codec under its weights hash: the key a record's header names."""
-    return {c.weights_hash(): c for c in ([codecs] if isinstance(codecs, Codec) else codecs)}
-
-
 def decode_record(codecs: Codecs, record: bytes, row: dict, max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> np.ndarray:
-    codecs = by_weights_hash(codecs)
-    pixels = decode_opened(codecs, [open_record(codecs, record, row, max_pixels)])[0]
+    store = CodecStore.of(codecs)
+    pixels = decode_opened(store, [open_record(store, record, row, max_pixels)])[0]
     if isinstance(pixels, str):
         raise RecordError(f"record {row['id']!r}: {pixels}")
     return pixels
 
 
-def open_record(codecs: dict[str, Codec], record: bytes, row: dict,
+def open_record(codecs: Codecs, record: bytes, row: dict,
                 max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> tuple[FzHeader, bytes]:
-    """The header and payload of a sha256-checked record, after checking one of ``codecs``
-    (by weights hash) decodes it, or that it is a lossless PNG record."""
+    """The header and payload of a sha256-checked record, after checking ``codecs`` has the codec
+    (by weights hash) that decodes it."""
     try:
         header = row_header(row)
         payload = unpack_record(record, header, max_pixels)
-        if header.codec == LOSSLESS_CODEC:
-            check_png_size(header, payload)
-        elif header.weights_hash in codecs:
-            check_header_matches(header, codecs[header.weights_hash])
-        else:
-            raise FzFormatError(f"weights hash mismatch: record needs {header.codec} weights {header.weights_hash}, "
-                                f"the loaded models have {', '.join(codecs)} (give the archive's codec.weights "
-                                "or archive.ladder)")
+        CodecStore.of(codecs).find(header.codec, header.weights_hash)
     except FzFormatError as exc:
         raise RecordError(f"record {row['id']!r}: {exc}") from None
     return header, payload
 
 
-def decode_opened(codecs: dict[str, Codec], items: list[tuple[FzHeader, bytes]],
-                  batch_size: int = 32) -> list[np.ndarray | str]:
+def decode_opened(codecs: Codecs, items: list[tuple[FzHeader, bytes]], batch_size: int = 32) -> list[np.ndarray | str]:
     """Opened records → pixels, in order, or why a record does not decode; records of the same
     weights share batches, and a batch that fails is decoded record by record, so a bad payload
     costs only itself."""
-    groups: dict[str, list[int]] = defaultdict(list)
+    store = CodecStore.of(codecs)
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, (header, _) in enumerate(items):
-        groups[header.weights_hash if header.codec != LOSSLESS_CODEC else LOSSLESS_CODEC].append(i)
+        groups[header.codec, header.weights_hash].append(i)
     out: list[np.ndarray | str | None] = [None] * len(items)
-    for key, indices in groups.items():
-        if key == LOSSLESS_CODEC:
-            images = [_decoded(decode_png, items[i][1]) for i in indices]
-        else:
-            group = [items[i] for i in indices]
-            images = _decoded(decode_payloads, codecs[key], group, batch_size)
-            if isinstance(images, str):
-                images = [_decoded(lambda item: decode_payloads(codecs[key], [item])[0], item) for item in group]
+    for (name, weights_hash), indices in groups.items():
+        codec, group = store.find(name, weights_hash), [items[i] for i in indices]
+        images = _decoded(decode_payloads, codec, group, batch_size)
+        if isinstance(images, str):
+            images = [_decoded(lambda item: decode_payloads(codec, [item])[0], item) for item in group]
         for i, image in zip(indices, images):
             out[i] = image
     return out  # type: ignore[return-value]
@@ -171,35 +147,15 @@ def _decoded(decode, *args):
         return str(exc) or type(exc).__name__
 
 
-def check_png_size(header: FzHeader, payload: bytes) -> None:
-    """A lossless record holds a PNG of the header's size (read from the PNG header alone)."""
-    try:
-        with Image.open(io.BytesIO(payload), formats=["PNG"]) as image:
-            size = image.size
-    except (OSError, ValueError) as exc:
-        raise FzFormatError(f"lossless record is not a PNG ({exc})") from None
-    if size != (header.width, header.height):
-        raise FzFormatError(f"lossless PNG is {size[0]}×{size[1]}, the header says {header.width}×{header.height}")
-
-
-def decode_png(payload: bytes) -> np.ndarray:
-    """A lossless fallback record's pixels, exactly as archived."""
-    try:
-        with Image.open(io.BytesIO(payload), formats=["PNG"]) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as exc:  # what Pillow raises for a damaged PNG
-        raise FzFormatError(f"lossless PNG does not decode ({exc})") from None
-
-
 def restore_records(codecs: Codecs, root: str, ids: Iterable[str] | None, output: str, storage: Storage,
                     progress: bool = True, batch_size: int = 32,
                     max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> Restored:
     """Restore ``ids`` (None: all) as PNG files ``output/<id>.png``; one result per id, and the
     archive's problems (for all ids, also shards that no trusted index part names). ``codecs``:
-    one codec, or every rung of a rate ladder (each record picks its own by weights hash).
+    one codec, every rung of a rate ladder or a store (each record picks its codec by weights hash).
 
     Records are read and checked one by one (a damaged one fails alone) and decoded in batches."""
-    codecs = by_weights_hash(codecs)
+    codecs = CodecStore.of(codecs)
     reader = ArchiveReader(root, storage, max_pixels)
     problems = (archive_problems(root, storage) if ids is None else []) + reader.problems
     wanted = list(ids) if ids is not None else reader.ids()
@@ -228,7 +184,7 @@ def _planned(image_id: str, output: str) -> RestoreResult:
     return RestoreResult(image_id, join(output, f"{image_id}.png"))
 
 
-def _open(reader: ArchiveReader, codecs: dict[str, Codec], result: RestoreResult) -> tuple[FzHeader, bytes] | None:
+def _open(reader: ArchiveReader, codecs: CodecStore, result: RestoreResult) -> tuple[FzHeader, bytes] | None:
     if result.error:
         return None
     try:

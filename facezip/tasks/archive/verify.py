@@ -2,7 +2,8 @@
 
 Checks per record: inside its shard, sha256, LZMA2 (or, in older archives, xz) integrity, the
 CRC32 of its header (as its index row gives it: codec, weights of its rung, size) and payload
-and, for lossless fallbacks, a PNG of the right size. Per shard: its index part matches the
+and what its codec can check of a payload without decoding (the lossless fallback: a PNG of the
+right size). Per shard: its index part matches the
 sha256 in its stats, records neither overlap nor leave gaps, and the file is one valid xz
 stream that ends right after its last record's frame (older archives: no bytes after the last
 record). Per archive: it exists and is not empty, no shard
@@ -20,9 +21,10 @@ from tqdm import tqdm
 
 from facezip.infra.storage import Storage
 from facezip.models.container import FzFormatError, xz_decompress
+from facezip.models.lossless import LosslessCodec
+from facezip.models.registry import available_codecs, codec_class
 from facezip.tasks.archive.integrity import archive_problems, load_index
-from facezip.tasks.archive.layout import LOSSLESS_CODEC, max_body_bytes, row_header, shard_url, unpack_record
-from facezip.tasks.archive.restore import check_png_size
+from facezip.tasks.archive.layout import max_body_bytes, row_header, shard_url, unpack_record
 from facezip.tasks.archive.xzblock import END_MARKER, STREAM_HEAD
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
 
@@ -110,11 +112,11 @@ def _check_record(row: dict, data: bytes, expected_offset: int, max_pixels: int)
     header = row_header(row)
     try:
         payload = unpack_record(record, header, max_pixels)
-        if header.codec == LOSSLESS_CODEC:
-            check_png_size(header, payload)
+        if header.codec in available_codecs(fixed=True):
+            codec_class(header.codec).check_payload(payload, header.height, header.width)
     except FzFormatError as exc:
         return str(exc)
-    if bool(row["lossless_fallback"]) != (header.codec == LOSSLESS_CODEC):
+    if bool(row["lossless_fallback"]) != (header.codec == LosslessCodec.name):
         return f"index says lossless_fallback={row['lossless_fallback']}, the record is {header.codec}"
     return None
 

@@ -24,8 +24,9 @@ import torch
 from facezip.infra.storage import Storage
 from facezip.models.coding import decode_file, decode_files, encode_images
 from facezip.models.container import FzFormatError
-from facezip.models.loading import BUNDLED, REGISTRY_SCHEME, load_codec, load_ladder
+from facezip.models.loading import BUNDLED, REGISTRY_SCHEME
 from facezip.models.registry import Codec, available_codecs
+from facezip.models.store import CodecStore
 from facezip.tasks.evaluate.baselines import Baseline, get_baseline
 
 REFERENCE = "reference"
@@ -114,8 +115,9 @@ def build_levels(cfg, storage: Storage, device: torch.device) -> list[Level]:
     levels = [Level(REFERENCE, "raw", _reference)] if ecfg.reference else []
     entries = ([parse_model_entry(e, cfg.codec.name) for e in ecfg.models] if ecfg.models
                else [ModelEntry(FACEZIP, cfg.codec.name, cfg.codec.weights, cfg.codec.level)])
+    store = CodecStore(device, storage)
     for entry in entries:
-        levels += model_levels(entry, device, storage)
+        levels += model_levels(entry, store)
     for name in ecfg.baselines:
         baseline = get_baseline(name)
         qualities = ecfg.qualities[name] if name in ecfg.qualities else baseline.qualities
@@ -123,12 +125,12 @@ def build_levels(cfg, storage: Storage, device: torch.device) -> list[Level]:
     return levels
 
 
-def model_levels(entry: ModelEntry, device: torch.device, storage: Storage) -> list[Level]:
+def model_levels(entry: ModelEntry, store: CodecStore) -> list[Level]:
     """The levels of one ``evaluate.models`` entry: one, or one per bundled rung of a ladder."""
     if not entry.ladder:
-        codec = load_codec(entry.codec, entry.weights, device, storage, level=entry.level)
+        codec = store.load(entry.codec, entry.weights, entry.level)
         return [facezip_level(entry.curve, codec, _setting(entry.weights, codec))]
-    ladder = load_ladder(entry.codec, device)
+    ladder = store.ladder(entry.codec)
     if not ladder:
         raise ValueError(f"evaluate.models: codec '{entry.codec}' has no bundled rate ladder "
                          f"(give {entry.codec}:bundled or {entry.codec}:PATH)")
