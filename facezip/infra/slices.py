@@ -66,8 +66,10 @@ def run_on_actors(worker_class: type, init_kwargs: dict[str, Any], slices: Itera
     arguments live in the object store (ray-project/ray#53727)."""
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(worker_class)
-    pool = [remote.remote(**init_kwargs) for _ in range(max(1, actors))]
+    # named after the worker, so the actor's process is ray::<worker class>.process
+    lazy = type(worker_class.__name__, (_BuiltOnFirstSlice,), {})
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(lazy)
+    pool = [remote.remote(worker_class, init_kwargs) for _ in range(max(1, actors))]
     load = [0] * len(pool)
     pending: dict[Any, tuple[int, Any, Any, int]] = {}  # ref → (actor index, actor, slice, tries)
     todo = iter(slices)
@@ -91,7 +93,7 @@ def run_on_actors(worker_class: type, init_kwargs: dict[str, Any], slices: Itera
                 if tries > _RETRIES:
                     raise
                 if pool[index] is actor:  # the first of its slices to fail replaces it
-                    pool[index] = remote.remote(**init_kwargs)
+                    pool[index] = remote.remote(worker_class, init_kwargs)
                 submit(index, item, tries + 1)
                 continue
             except ray.exceptions.RayTaskError as exc:  # the worker's own exception, not Ray's wrapper and
@@ -103,3 +105,18 @@ def run_on_actors(worker_class: type, init_kwargs: dict[str, Any], slices: Itera
             ray.cancel(ref)
         for actor in pool:
             ray.kill(actor)
+
+
+class _BuiltOnFirstSlice:
+    """The actor around a stage's worker, which it builds on its first slice: a failing setup
+    (bad weights, a missing model) then reaches the driver as its own exception, where Ray
+    reports a failed actor constructor only as the text of an ActorDiedError."""
+
+    def __init__(self, worker_class: type, init_kwargs: dict[str, Any]) -> None:
+        self.build = lambda: worker_class(**init_kwargs)
+        self.worker = None
+
+    def process(self, item: Any) -> Any:
+        if self.worker is None:
+            self.worker = self.build()
+        return self.worker.process(item)
