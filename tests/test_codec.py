@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from facezip.infra.config import load_config
 from facezip.models import available_codecs, create_codec, register_codec
 from facezip.models.binarized_cae import BinarizedCAE, StochasticBinarizer
 from facezip.models.coding import decode_file, decode_files, encode_images, padded_size
 from facezip.models.container import unpack_fz
 from facezip.models.loading import BUNDLED, codec_from_bytes, load_codec, weights_to_bytes
+from facezip.models.registry import architecture_defaults, architecture_options
 from tests.conftest import psnr
 
 
@@ -58,6 +60,16 @@ def test_configurable_architecture():
     assert small.encode(torch.rand(1, 3, 32, 32)).shape == (1, 4, 4, 4)
     with pytest.raises(ValueError, match="one entry per layer"):
         create_codec("binarized-cae", enc_channels=[8], kernel_sizes=[8, 2])
+
+
+@pytest.mark.parametrize("name", available_codecs())
+def test_architecture_defaults_are_the_constructors_and_options_are_checked(name):
+    defaults = architecture_defaults(name)
+    listed = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
+    assert create_codec(name).architecture().items() <= {k: listed(v) for k, v in defaults.items()}.items()
+    assert load_config([], [f"codecs.{name.replace('-', '_')}.{next(iter(defaults))}=1"])  # free-form section
+    with pytest.raises(ValueError, match=rf"codec '{name}' has no option nope \(its options and defaults: "):
+        architecture_options(name, {"nope": 1})
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (9, 8), (250, 250), (700, 1000), (160, 160)])

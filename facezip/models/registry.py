@@ -8,6 +8,7 @@ The ``compress``/``decompress`` signatures are fixed, as in tensorflow/compressi
 from __future__ import annotations
 
 import hashlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -136,6 +137,24 @@ def register_codec(name: str) -> Callable[[type[Codec]], type[Codec]]:
         return cls
 
     return decorator
+
+
+def architecture_defaults(name: str) -> dict[str, Any]:
+    """A codec's architecture options and their defaults, as its constructor declares them: the one
+    place they are written (config ``codecs.<name>`` is checked against it)."""
+    parameters = list(inspect.signature(codec_class(name).__init__).parameters.values())[1:]
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def architecture_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (config ``codecs.<name>``), refused with the codec's options listed when one is unknown."""
+    known = architecture_defaults(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        listed = ", ".join(f"{key}={value!r}" for key, value in known.items()) or "none"
+        raise ValueError(f"codecs.{name.replace('-', '_')}: codec '{name}' has no option {', '.join(unknown)} "
+                         f"(its options and defaults: {listed})")
+    return dict(options)
 
 
 def available_codecs(fixed: bool = False) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from facezip.infra.config.stages import ArchiveConfig, CompressConfig, DetectConfig, EvaluateConfig, TrainConfig
 
@@ -57,45 +57,6 @@ class CodecConfig:
 
 
 @dataclass
-class BinarizedCAEConfig:
-    """Architecture of a new binarized-cae model (a trained one carries its own)."""
-
-    enc_channels: list[int] = field(default_factory=lambda: [32, 64])
-    code_channels: int = 128
-    kernel_sizes: list[int] = field(default_factory=lambda: [8, 2])
-    strides: list[int] = field(default_factory=lambda: [4, 2])
-    paddings: list[int] = field(default_factory=lambda: [2, 0])
-
-
-@dataclass
-class MeanScaleHyperpriorConfig:
-    """Architecture of a new mean-scale-hyperprior model: N transform channels, M latent channels."""
-
-    N: int = 64
-    M: int = 96
-    # a learned quantization gain per latent channel (Cui et al. 2021); turned on for weights
-    # without it (train --init), it starts at 1, and train.trainable=[quant_gain] fits it alone
-    quant_gain: bool = False
-
-
-@dataclass
-class MaskedCVAEConfig:
-    """Architecture of a new masked-cvae model: 4 encoder widths (the decoder mirrors them), the
-    latent's channels and Δ, the quantisation step of the posterior mean."""
-
-    channels: list[int] = field(default_factory=lambda: [32, 64, 96, 128])
-    latent_channels: int = 48
-    quant_step: float = 0.5
-
-
-@dataclass
-class CodecArchitectures:
-    binarized_cae: BinarizedCAEConfig = field(default_factory=BinarizedCAEConfig)
-    mean_scale_hyperprior: MeanScaleHyperpriorConfig = field(default_factory=MeanScaleHyperpriorConfig)
-    masked_cvae: MaskedCVAEConfig = field(default_factory=MaskedCVAEConfig)
-
-
-@dataclass
 class FacezipConfig:
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
     seed: int = 0
@@ -103,7 +64,10 @@ class FacezipConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
-    codecs: CodecArchitectures = field(default_factory=CodecArchitectures)
+    # architecture options of a new (untrained) model, per codec, e.g. codecs.mean_scale_hyperprior.N=128;
+    # the options and their defaults are the codec's constructor's (written once, there); a trained
+    # model keeps its own, and options it predates are added (e.g. quant_gain)
+    codecs: dict[str, dict[str, Any]] = field(default_factory=dict)
     compress: CompressConfig = field(default_factory=CompressConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -25,7 +25,7 @@ from facezip.infra.ray_runtime import cluster_cpus
 from facezip.infra.readers import arrow_filesystem
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.loading import load_codec, weights_to_bytes
-from facezip.models.registry import Codec, codec_class, create_codec
+from facezip.models.registry import Codec, architecture_options, codec_class, create_codec
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
 from facezip.tasks.train.data import load_training_data
 from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
@@ -114,7 +114,8 @@ def initial_codec(cfg: DictConfig, phase: str, init_weights: str | None, storage
     """The model training starts from (its weights are copied into every worker)."""
     source = init_weights or (cfg.codec.weights if get_phase(phase).starts_from_codec_weights else None)
     source = None if source == SCRATCH else source
-    arch = OmegaConf.to_container(cfg.codecs.get(cfg.codec.name.replace("-", "_"), {}), resolve=True)
+    section = cfg.codecs.get(cfg.codec.name.replace("-", "_"))
+    arch = architecture_options(cfg.codec.name, OmegaConf.to_container(section, resolve=True) if section else {})
     if source is None:
         torch.manual_seed(int(cfg.seed))  # the same untrained start on every run
         codec = create_codec(cfg.codec.name, **arch)
