@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim, ssim
 
+from facezip.infra.registry import Registry
 from facezip.models.losses import ms_ssim_window as training_ms_ssim_window
 
 
@@ -39,16 +40,14 @@ class Metric:
     face: bool = False  # measured in the face mask; ``face_X`` sits beside ``X`` in the report
 
 
-_METRICS: dict[str, Metric] = {}
+_METRICS: Registry[Metric] = Registry("metric")
 
 
 def register_metric(name: str, title: str, **declared) -> Callable[[Callable], Callable]:
     """Function decorator: register ``measure(pair) -> float`` as the metric ``name`` (``Metric``'s fields)."""
 
     def decorator(measure: Callable[["ImagePair"], float]) -> Callable[["ImagePair"], float]:
-        if name in _METRICS:
-            raise ValueError(f"metric '{name}' is already registered")
-        _METRICS[name] = Metric(name, title, measure, **declared)
+        _METRICS.register(name, Metric(name, title, measure, **declared))
         return measure
 
     return decorator

@@ -16,7 +16,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-_CODECS: dict[str, type["Codec"]] = {}
+from facezip.infra.registry import Registry
+
+_CODECS: Registry[type["Codec"]] = Registry("codec")
 
 
 class Codec(nn.Module, ABC):
@@ -130,10 +132,8 @@ def register_codec(name: str) -> Callable[[type[Codec]], type[Codec]]:
     """Class decorator: make a codec available under ``name``."""
 
     def decorator(cls: type[Codec]) -> type[Codec]:
-        if name in _CODECS:
-            raise ValueError(f"codec '{name}' is already registered by {_CODECS[name].__qualname__}")
+        _CODECS.register(name, cls)
         cls.name = name
-        _CODECS[name] = cls
         return cls
 
     return decorator

@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from facezip.infra.registry import Registry
 from facezip.infra.storage import Storage
 
 IMAGE_COLUMN = "image_bytes"
@@ -90,7 +91,7 @@ class Reader(ABC):
             _ReadBytes(self.storage), batch_format="pyarrow", batch_size=None)
 
 
-_READERS: dict[str, type[Reader]] = {}
+_READERS: Registry[type[Reader]] = Registry("reader layout")
 _OUTPUT_FOLDERS: dict[str, Callable[[str, Storage], str | None]] = {}
 
 
@@ -98,10 +99,7 @@ def register_reader(layout: str) -> Callable[[type[Reader]], type[Reader]]:
     """Class decorator: make a reader available as ``layout`` (and to ``auto`` through ``recognises``)."""
 
     def decorator(cls: type[Reader]) -> type[Reader]:
-        if layout in _READERS:
-            raise ValueError(f"reader layout '{layout}' is already registered")
-        _READERS[layout] = cls
-        return cls
+        return _READERS.register(layout, cls)
 
     return decorator
 

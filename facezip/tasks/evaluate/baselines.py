@@ -15,6 +15,8 @@ from functools import partial
 import numpy as np
 from PIL import Image, features
 
+from facezip.infra.registry import Registry
+
 DEFAULT_QUALITIES = (10, 30, 50, 70, 90)
 
 
@@ -32,7 +34,7 @@ class Baseline:
     decode: Callable[[bytes], np.ndarray] = pillow_decode
 
 
-_BASELINES: dict[str, Baseline] = {}
+_BASELINES: Registry[Baseline] = Registry("baseline")
 
 
 def register_baseline(name: str, **declared) -> Callable[[Callable], Callable]:
@@ -40,9 +42,7 @@ def register_baseline(name: str, **declared) -> Callable[[Callable], Callable]:
     (``Baseline``'s other fields as keywords)."""
 
     def decorator(encode: Callable[[np.ndarray, int], bytes]) -> Callable[[np.ndarray, int], bytes]:
-        if name in _BASELINES:
-            raise ValueError(f"baseline '{name}' is already registered")
-        _BASELINES[name] = Baseline(name, encode, **declared)
+        _BASELINES.register(name, Baseline(name, encode, **declared))
         return encode
 
     return decorator

@@ -14,13 +14,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from facezip.infra.registry import Registry
 from facezip.infra.storage import Storage
 from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss
 from facezip.models.recognizer import Recognizer, RecognizerOptions, load_recognizers
 from facezip.models.registry import Codec
 
-_PHASES: dict[str, "Phase"] = {}
+_PHASES: Registry["Phase"] = Registry("training phase")
 
 
 class Phase:
@@ -52,10 +53,8 @@ def register_phase(name: str) -> Callable[[type[Phase]], type[Phase]]:
     """Class decorator: make a phase available as ``facezip train --phase name``."""
 
     def decorator(cls: type[Phase]) -> type[Phase]:
-        if name in _PHASES:
-            raise ValueError(f"training phase '{name}' is already registered")
         cls.name = name
-        _PHASES[name] = cls()
+        _PHASES.register(name, cls())
         return cls
 
     return decorator
