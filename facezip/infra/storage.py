@@ -87,6 +87,12 @@ class Storage:
         except OSError as exc:  # s3fs words some failures without the key (e.g. a bucket deleted mid-run)
             raise OSError(f"cannot write {url}: {exc}") from exc
 
+    def remove(self, url: str) -> None:
+        """Delete a file or a folder and everything below it; nothing there is fine."""
+        fs, path = self.fs(url)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
     def exists(self, url: str) -> bool:
         fs, path = self.fs(url)
         return fs.exists(path)

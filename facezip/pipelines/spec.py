@@ -38,9 +38,9 @@ from omegaconf.errors import OmegaConfBaseException
 from facezip.infra.config import load_config, merge_config
 from facezip.infra.storage import is_remote, join
 from facezip.pipelines.registry import StageLookupError, stage_spec
+from facezip.tasks.stage import SUCCESS_FILE
 
 BUNDLED_PACKAGE = "facezip.configs.pipelines"
-SUCCESS_FILE = "_SUCCESS.json"
 DOCUMENT_KEYS = ("pipeline", "data", "config", "stages")
 STAGE_KEYS = ("uses", "with", "config", "output", "resume")
 _STAGE_NAME = re.compile(r"^[A-Za-z_]\w*$")
@@ -210,8 +210,10 @@ def _check_references(document: DictConfig, stages: list[Stage], source: str) ->
             if referenced not in earlier and not (referenced == stage.name and field == "output"):
                 raise PipelineError(f"{source}: stages.{stage.name} refers to stages.{referenced}, "
                                     "which is not an earlier stage")
+            if field != "result":
+                continue
             declared = stage_spec(uses[referenced]).result_keys
-            if field == "result" and key not in declared:
+            if key not in declared:
                 raise PipelineError(f"{source}: stages.{stage.name} refers to stages.{referenced}.result.{key}, "
                                     f"but '{uses[referenced]}' has no result '{key}' "
                                     f"(it has: {', '.join(declared)})")

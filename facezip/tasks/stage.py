@@ -73,7 +73,6 @@ class StageSpec:
     config_section: str | None  # the typed config the work reads most (ctx.settings)
     result_keys: tuple[str, ...]  # summary fields other stages may reference
     uses_ray: bool = True
-    writes_output: bool = True  # False: it checks something in place (verify) and has no folder of its own
     tags: Callable[[dict[str, Any]], dict[str, str]] = field(default=lambda arguments: {})
     run_name: Callable[[dict[str, Any]], str] | None = None  # the MLflow run's name; None: the stage's
     # checks the arguments and completes the config before anything starts (what MLflow records)
@@ -91,9 +90,8 @@ def run_stage(spec: StageSpec, cfg: DictConfig, output: str | None, progress: bo
         cfg = spec.configure(cfg, arguments)
     storage = Storage.from_config(cfg.storage)
     success = join(output, SUCCESS_FILE) if output else None
-    if success and storage.exists(success):  # stale while the stage reruns: a crash must not look complete
-        fs, path = storage.fs(success)
-        fs.rm(path)
+    if success:  # stale while the stage reruns: a crash must not look complete
+        storage.remove(success)
     if spec.uses_ray:
         init_ray(cfg.ray)
     settings = OmegaConf.to_object(cfg[spec.config_section]) if spec.config_section else None

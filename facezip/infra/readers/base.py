@@ -88,7 +88,7 @@ class Reader(ABC):
         if not blocks:
             raise ReaderError(f"{self.src}: no images found (layout {self.layout})")
         return ray.data.from_arrow_refs(blocks).map_batches(
-            _ReadBytes(self.storage), batch_format="pyarrow", batch_size=None)
+            read_bytes, fn_kwargs={"storage": self.storage}, batch_format="pyarrow", batch_size=None)
 
 
 _READERS: Registry[type[Reader]] = Registry("reader layout")
@@ -189,16 +189,6 @@ def _parquet_rows(url: str, rows: list[int], storage: Storage) -> list[bytes | N
         first, last = bisect.bisect_right(starts, min(rows)) - 1, bisect.bisect_right(starts, max(rows)) - 1
         table = parquet.read_row_groups(range(first, last + 1), columns=[IMAGE_COLUMN])
     return table.column(IMAGE_COLUMN).take([row - starts[first] for row in rows]).to_pylist()
-
-
-class _ReadBytes:
-    """Ray batch function: ``read_bytes`` with the reader's storage."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return read_bytes(table, self.storage)
 
 
 def _ref_tables(refs: Iterator[ImageRef]) -> Iterator[pa.Table]:

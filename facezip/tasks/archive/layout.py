@@ -30,7 +30,7 @@ from facezip.models.container import (
 )
 from facezip.tasks.archive.xzblock import is_chunked, pack_chunks, unpack_chunks
 
-SHARDS, INDEX, STATS, MANIFESTS, SUCCESS = "shards", "index", "stats", "manifests", "_SUCCESS.json"
+SHARDS, INDEX, STATS, MANIFESTS = "shards", "index", "stats", "manifests"
 # the longest record header of any version: version 2's, with a 255-byte codec name and padding
 MAX_HEADER_BYTES = len(LEGACY_RECORD_MAGIC) + 2 + 255 + 8 + 8 + 4 + LEGACY_HEADER_ALIGN
 

@@ -80,13 +80,18 @@ def listing_fingerprint(reader: Reader) -> tuple[int, str]:
     """How many inputs ``reader`` lists, and a sha256 of their ids and source URIs (streamed)."""
     digest, count = hashlib.sha256(), 0
     for table in reader.ref_tables():
-        digest.update(json.dumps([table["id"].to_pylist(), table["source_uri"].to_pylist()]).encode())
+        digest.update(_identities(table))
         count += table.num_rows
     return count, digest.hexdigest()
 
 
 def slice_fingerprint(refs: pa.Table) -> str:
-    return hashlib.sha256(json.dumps([refs["id"].to_pylist(), refs["source_uri"].to_pylist()]).encode()).hexdigest()
+    return hashlib.sha256(_identities(refs)).hexdigest()
+
+
+def _identities(refs: pa.Table) -> bytes:
+    """What identifies a run's inputs: their ids and source URIs, in order."""
+    return json.dumps([refs["id"].to_pylist(), refs["source_uri"].to_pylist()]).encode()
 
 
 @dataclass

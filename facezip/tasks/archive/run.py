@@ -95,7 +95,7 @@ def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
         **summary, "rejected_inputs": tally.rejected, "config": OmegaConf.to_container(cfg, resolve=True),
         "mlflow_run_id": ctx.run.info.run_id if ctx.run else None}))
     ctx.log_metrics(_metrics(summary))
-    _remove(join(dest, RUN_JOURNAL), storage)  # the plan is done (a crash from here on replans: all skipped)
+    storage.remove(join(dest, RUN_JOURNAL))  # the plan is done (a crash from here on replans: all skipped)
     return summary
 
 
@@ -189,8 +189,3 @@ def _metrics(summary: dict) -> dict[str, float]:
         metrics.update({f"identity.{judge}.{stat}_{stats['measure']}": stats[stat] for stat in ("mean", "worst")})
     return metrics
 
-
-def _remove(url: str, storage: Storage) -> None:
-    fs, path = storage.fs(url)
-    if fs.exists(path):
-        fs.rm(path)

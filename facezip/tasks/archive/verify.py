@@ -54,7 +54,7 @@ def verify(ctx: StageContext, dest: str) -> dict:
 
 
 VERIFY_STAGE = StageSpec("verify", verify, None, result_keys=("dest", "ok", "shards", "records", "damaged",
-                                                              "shard_problems"), uses_ray=False, writes_output=False)
+                                                              "shard_problems"), uses_ray=False)
 
 
 def _verify_shard(dest: str, shard: int, rows: list[dict], storage: Storage, damaged: list,

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from facezip.infra.device import resolve_device
@@ -50,8 +50,8 @@ def detect(ctx: StageContext, src: str) -> dict[str, Any]:
              actors, device)
     outputs = {"faces": join(dest, FACES_DIR), "rejected": join(dest, REJECTED_DIR)}
     for url in outputs.values():  # a rerun replaces, never appends
-        _remove(url, storage)
-    counts, samples = _detect_parts(cfg, reader, dest, storage, inputs, actors, device, gpus, ctx.progress)
+        storage.remove(url)
+    counts, samples = _detect_parts(ctx, reader, inputs, actors, device, gpus)
     check_accounting(counts)
     if inputs != counts.inputs:
         raise AccountingError(f"{src} listed {inputs} images, but the workers were given {counts.inputs}")
@@ -74,16 +74,17 @@ STAGE = StageSpec("detect", detect, "detect", result_keys=(
     tags=lambda arguments: {"facezip.src": str(arguments["src"])})
 
 
-def _detect_parts(cfg: DictConfig, reader, dest: str, storage: Storage, inputs: int, actors: int, device: str,
-                  gpus: float, progress: bool) -> tuple[Counts, list[bytes]]:
+def _detect_parts(ctx: StageContext, reader, inputs: int, actors: int, device: str,
+                  gpus: float) -> tuple[Counts, list[bytes]]:
     """Every slice through the MTCNN actors; the summed counts and the first slices' sample crops."""
-    wanted = cfg.detect.contact_sheet_faces
-    worker = {"detect_cfg": OmegaConf.to_object(cfg.detect), "device": device, "dest": dest,
-              "storage": storage, "samples": wanted}
+    settings = ctx.settings  # the typed DetectConfig
+    wanted = settings.contact_sheet_faces
+    worker = {"detect_cfg": settings, "device": device, "dest": ctx.output, "storage": ctx.storage,
+              "samples": wanted}
     counts, samples = Counts(), {}
-    with tqdm(total=inputs, desc="detect", unit="img", disable=not progress) as bar:
-        for part in run_on_actors(DetectWorker, worker, reader_slices(reader, cfg.detect.rows_per_file),
-                                  actors=actors, num_cpus=cfg.detect.cpus_per_actor, num_gpus=gpus):
+    with tqdm(total=inputs, desc="detect", unit="img", disable=not ctx.progress) as bar:
+        for part in run_on_actors(DetectWorker, worker, reader_slices(reader, settings.rows_per_file),
+                                  actors=actors, num_cpus=settings.cpus_per_actor, num_gpus=gpus):
             counts += part.counts
             samples[part.number] = part.samples
             samples = dict(sorted(samples.items())[: max(1, wanted)])  # crops of the lowest slices suffice
@@ -99,12 +100,6 @@ def _actor_resources(cfg: DictConfig) -> tuple[int, float, str]:
     if gpus is None:
         gpus = min(1.0, 1.0 / actors) if device.type == "cuda" else 0.0
     return actors, float(gpus), (str(device) if gpus > 0 else "cpu")
-
-
-def _remove(url: str, storage: Storage) -> None:
-    fs, path = storage.fs(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
 
 
 def _ensure_schema_file(dest: str, folder: str, columns: list[str], storage: Storage) -> None:
