@@ -55,8 +55,13 @@ def start_driver(address: str = "") -> tuple[subprocess.Popen, str]:
 
 def family(driver: subprocess.Popen) -> dict[psutil.Process, str]:
     """Everything the driver started, the raylet's agents and workers included, with its command."""
-    return {process: f"{process.pid} {' '.join(process.cmdline())[:80]}"
+    return {process: f"{process.pid} {' '.join(process.cmdline())}"
             for process in psutil.Process(driver.pid).children(recursive=True)}
+
+
+def is_worker(command: str) -> bool:
+    """A task or actor worker: named ``ray::…`` once running, ``…/default_worker.py`` while starting."""
+    return ("ray::" in command and "Agent" not in command) or "default_worker.py" in command
 
 
 def alive(processes: dict[psutil.Process, str]) -> list[str]:
@@ -105,9 +110,9 @@ def test_a_killed_driver_that_joined_a_cluster_leaves_the_cluster_running():
         kill(joined)
         time.sleep(3)  # what wrongly swept the cluster would have done so by now
         # Workers come and go with tasks and jobs; the cluster is its servers and the raylet's agents.
-        lasting = {process: command for process, command in cluster.items()
-                   if "ray::" not in command or "Agent" in command}
-        assert alive(lasting) == list(lasting.values()), "the cluster lost processes to the joined driver's death"
+        lasting = {process: command for process, command in cluster.items() if not is_worker(command)}
+        lost = [command for command in lasting.values() if command not in alive(lasting)]
+        assert not lost, f"the cluster lost processes to the joined driver's death: {lost}"
     finally:
         kill(head)
         assert not survivors(cluster, timeout=15)
