@@ -6,7 +6,15 @@ import argparse
 import json
 import sys
 
-from facezip.cli.common import CommandError, add_config_arguments, load, report_failures, split_overrides
+from facezip.cli.common import (
+    CommandError,
+    add_config_arguments,
+    add_rate_arguments,
+    apply_rate_arguments,
+    load,
+    report_failures,
+    split_overrides,
+)
 from facezip.infra.device import resolve_device
 from facezip.infra.storage import Storage
 from facezip.tasks.archive import restore_records, run_archive, run_verify
@@ -20,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     archive.add_argument("args", nargs="+", metavar="SRC DEST [KEY=VALUE ...]")
     archive.add_argument("--incremental", action="store_true",
                          help="nightly mode: add only inputs whose source URI and content are not archived yet")
-    archive.add_argument("--level", type=int, metavar="N", help="rung of the codec's rate ladder (codec.level)")
+    add_rate_arguments(archive)
     archive.add_argument("--min-identity", nargs="*", metavar="JUDGE[=T]",
                          help="identity floor: faces whose decode some judge finds too far from the original go up "
                               "the rate ladder, after the top rung lossless PNG. Alone: archive.judges (default "
@@ -56,8 +64,8 @@ def _positional(args: argparse.Namespace, names: tuple[str, ...], options: tuple
 
 
 def _archive(args: argparse.Namespace) -> int:
-    options = ((f"codec.level={args.level}",) if args.level is not None else ()) + _floor_options(args.min_identity)
-    (src, dest), cfg = _positional(args, ("SRC", "DEST"), options)
+    (src, dest), cfg = _positional(args, ("SRC", "DEST"), _floor_options(args.min_identity))
+    cfg = apply_rate_arguments(args, cfg)
     try:
         summary = run_archive(cfg, src, dest, incremental=args.incremental, progress=not args.quiet)
     except ValueError as exc:  # bad SRC, weights or config values: one line, not a traceback

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from facezip.cli.common import CommandError, add_config_arguments, load, report_failures, split_overrides
+from facezip.cli.common import (
+    CommandError,
+    add_config_arguments,
+    add_rate_arguments,
+    apply_rate_arguments,
+    load,
+    report_failures,
+    split_overrides,
+)
 from facezip.infra.device import resolve_device
 from facezip.infra.storage import Storage
 from facezip.models.coding import bits_per_pixel, decode_file, encode_images
@@ -31,7 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="output directory, or a file name when there is one input")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "compress":
-            _add_level_argument(parser)
+            add_rate_arguments(parser)
+        else:
+            parser.add_argument("--raw", action="store_true",
+                                help="write each file's payload untouched where it is a standard image file "
+                                     "(comcnn-reccnn: the JPEG or AVIF it stores, named .jpg/.avif) instead of "
+                                     "facezip's decoding")
         add_config_arguments(parser)
         parser.set_defaults(func=func)
     sample = subparsers.add_parser(
@@ -39,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("-o", "--output", default="facezip-sample", metavar="DIR",
                         help="where the original, .fz and restored images are written (default: %(default)s)")
     sample.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    _add_level_argument(sample)
+    add_rate_arguments(sample)
     add_config_arguments(sample)
     sample.set_defaults(func=_sample)
     info = subparsers.add_parser("info", help="print the header and bpp of .fz files")
@@ -47,17 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
 
 
-def _add_level_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--level", type=int, metavar="N",
-                        help="rung N of the codec's bundled rate ladder (codec.level; e.g. codec.name="
-                             "mean-scale-hyperprior: 1 = fewest bytes … 8 = best quality)")
-
-
 def _config(args: argparse.Namespace, overrides: list[str]):
-    cfg = load(args, overrides)
-    if getattr(args, "level", None) is not None:
-        cfg.codec.level = args.level
-    return cfg
+    return apply_rate_arguments(args, load(args, overrides))
 
 
 def _store(cfg) -> CodecStore:
@@ -66,7 +70,7 @@ def _store(cfg) -> CodecStore:
 
 def _load_codec(cfg) -> Codec:
     try:
-        return _store(cfg).load(cfg.codec.name, cfg.codec.weights, cfg.codec.level)
+        return _store(cfg).load(cfg.codec.name, cfg.codec.weights, cfg.codec.level, cfg.codec.quality)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
@@ -102,7 +106,8 @@ def _compress(args: argparse.Namespace) -> int:
 def _decompress(args: argparse.Namespace) -> int:
     return _run(args, lambda decoder, inputs, out, storage, cfg, progress:
                 decompress_files(decoder, inputs, out, storage, progress=progress,
-                                 max_pixels=cfg.codec.max_decode_pixels), _decoder)
+                                 max_pixels=cfg.codec.max_decode_pixels, raw=args.raw),
+                _decoder if not args.raw else lambda cfg: None)
 
 
 def _sample(args: argparse.Namespace) -> int:

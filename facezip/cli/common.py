@@ -22,6 +22,27 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML config file layered over the defaults (repeatable)")
 
 
+def add_rate_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--level N`` / ``--quality Q``: the point of the codec's rate curve to encode at."""
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--level", type=int, metavar="N",
+                      help="named rate N of the codec, 1 = fewest bytes (codec.level): a rung of its bundled rate "
+                           "ladder (mean-scale-hyperprior 1…8) or a named quality of a variable-rate codec "
+                           "(comcnn-reccnn 1…8)")
+    rate.add_argument("--quality", type=float, metavar="Q",
+                      help="a variable-rate codec's quality, higher = more bytes (codec.quality; comcnn-reccnn: the "
+                           "base codec's 1…100)")
+
+
+def apply_rate_arguments(args: argparse.Namespace, cfg: DictConfig) -> DictConfig:
+    """The config with ``--level`` / ``--quality`` applied over it (one replaces the other)."""
+    if getattr(args, "level", None) is not None:
+        cfg.codec.level, cfg.codec.quality = args.level, None
+    if getattr(args, "quality", None) is not None:
+        cfg.codec.level, cfg.codec.quality = None, args.quality
+    return cfg
+
+
 def is_override(item: str) -> bool:
     return bool(_OVERRIDE.match(item))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facezip.cli.common import CommandError, add_config_arguments, load
+from facezip.cli.common import CommandError, add_config_arguments, add_rate_arguments, apply_rate_arguments, load
 from facezip.infra.readers import ReaderError, layouts
 from facezip.tasks.evaluate.baselines import baseline_names
 
@@ -26,8 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "'mean-scale-hyperprior:ladder' (every bundled rung, one curve), "
                              "'mean-scale-hyperprior:l2', 'binarized-cae:bundled', 'CODEC:PATH', or plain "
                              "weights of codec.name; default: codec.*")
-    parser.add_argument("--level", type=int, metavar="N",
-                        help="rung N of codec.name's bundled rate ladder when no --codec is given (codec.level)")
+    add_rate_arguments(parser)
     parser.add_argument("--baselines", metavar="LIST",
                         help=f"comma-separated baselines among {','.join(baseline_names())}, or 'none' "
                              "(default: evaluate.baselines)")
@@ -44,11 +43,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from facezip.models.metrics import metrics
     from facezip.tasks.evaluate import run_evaluate
 
-    cfg = load(args, args.overrides)
+    cfg = apply_rate_arguments(args, load(args, args.overrides))
     if args.codec:
         cfg.evaluate.models = list(args.codec)
-    if args.level is not None:
-        cfg.codec.level = args.level
     if args.baselines:
         cfg.evaluate.baselines = [] if args.baselines == "none" else [b.strip() for b in args.baselines.split(",")]
     if args.judge:

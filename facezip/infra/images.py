@@ -66,6 +66,21 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, accept_damag
         raise ImageError("unreadable", str(exc) or type(exc).__name__) from None
 
 
+def encode_standard(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
+    """An (H, W, 3) uint8 image as a file of Pillow's format ``fmt`` (JPEG, WEBP, AVIF) at ``quality``
+    (0…100), with the format's defaults otherwise: what a user's own tools would write."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, fmt, quality=int(quality))
+    return buffer.getvalue()
+
+
+def decode_standard(data: bytes) -> np.ndarray:
+    """A file ``encode_standard`` wrote (or any Pillow-readable image) → (H, W, 3) uint8, without the
+    damage checks of ``decode_image``: for payloads whose integrity the container already checks."""
+    with Image.open(io.BytesIO(data)) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
 def to_rgb(image: Image.Image, notes: list[str] | None = None) -> np.ndarray:
     """An RGB uint8 array; other supported modes are converted and the conversion noted."""
     notes = notes if notes is not None else []

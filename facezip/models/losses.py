@@ -71,11 +71,12 @@ class FaceNetLoss(nn.Module):
     distortion = "mse+facenet"
 
     def __init__(self, facenet: nn.Module, pixel_weight: float = 1.0, facenet_weight: float = 1.0,
-                 lmbda: float = 1.0) -> None:
+                 lmbda: float = 1.0, face_weight: float = 0.0) -> None:
         super().__init__()
         if facenet.training or any(p.requires_grad for p in facenet.parameters()):
             raise ValueError("FaceNetLoss needs a frozen FaceNet in eval mode (use load_facenet)")
         self.facenet, self.pixel_weight, self.facenet_weight = facenet, lmbda * pixel_weight, facenet_weight
+        self.face_weight = face_weight
 
     def train(self, mode: bool = True) -> "FaceNetLoss":
         super().train(mode)
@@ -91,12 +92,23 @@ class FaceNetLoss(nn.Module):
                 boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if boxes is None:
             raise ValueError("FaceNetLoss needs the face boxes of the batch")
-        pixel_l2 = F.mse_loss(x_hat, x)
+        pixel_l2 = F.mse_loss(x_hat, x) if not self.face_weight else self._face_weighted_l2(x_hat, x, boxes)
         with torch.no_grad():
             target = self.embed_faces(x, boxes)
         facenet_l2 = (self.embed_faces(x_hat, boxes) - target).pow(2).sum(1).mean()
         return {"pixel_l2": pixel_l2, "facenet_l2": facenet_l2,
                 "loss": self.pixel_weight * pixel_l2 + self.facenet_weight * facenet_l2}
+
+
+    def _face_weighted_l2(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """The squared error with pixels inside each face box weighted ``1 + face_weight``, normalised
+        so a uniform error gives the plain MSE."""
+        rows = torch.arange(x.shape[-2], device=x.device, dtype=boxes.dtype)[None, :, None]
+        cols = torch.arange(x.shape[-1], device=x.device, dtype=boxes.dtype)[None, None, :]
+        inside = ((rows >= boxes[:, 1, None, None]) & (rows < boxes[:, 3, None, None])
+                  & (cols >= boxes[:, 0, None, None]) & (cols < boxes[:, 2, None, None]))
+        weights = (1 + self.face_weight * inside.to(x.dtype))[:, None]
+        return ((x_hat - x).pow(2) * weights).sum() / (weights.sum() * x.shape[1])
 
 
 class MaskedL1Loss(nn.Module):

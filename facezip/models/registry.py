@@ -7,6 +7,7 @@ The ``compress``/``decompress`` signatures are fixed, as in tensorflow/compressi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 from abc import ABC, abstractmethod
@@ -47,6 +48,13 @@ class Codec(nn.Module, ABC):
     # False: a fixed transform with no weights (the lossless fallback), never picked as codec.name,
     # trained or evaluated; it still decodes the records and files that name it
     learned: ClassVar[bool] = True
+    # a variable-rate codec: one model encodes at any quality in this (low, high) range (``--quality Q``,
+    # higher = more bytes); ``named_qualities`` are the points ``--level N`` names (1 = fewest bytes).
+    # None: one rate per weights, and a codec's rates are a ladder of weights files
+    quality_range: ClassVar[tuple[float, float] | None] = None
+    named_qualities: ClassVar[tuple[float, ...]] = ()
+    # the quality ``compress`` encodes at (variable-rate codecs; see ``at_quality``)
+    quality: float | None = None
 
     @property
     @abstractmethod
@@ -108,6 +116,33 @@ class Codec(nn.Module, ABC):
         extended.load_state_dict(state)
         extended.metadata = getattr(self, "metadata", {})
         return extended
+
+    def at_quality(self, quality: float) -> "Codec":
+        """This model encoding at ``quality``: a view sharing every weight (decoding needs no quality)."""
+        if self.quality_range is None:
+            raise ValueError(f"codec '{self.name}' codes one rate per weights and takes no quality "
+                             "(pick a rung with --level N or weights with codec.weights)")
+        low, high = self.quality_range
+        if not low <= quality <= high:
+            raise ValueError(f"quality {quality:g} is outside codec '{self.name}''s range {low:g}…{high:g}")
+        view = copy.copy(self)  # shares the parameter and module dicts: the same weights, one more quality
+        view.quality = float(quality)
+        return view
+
+    def at_level(self, level: int) -> "Codec":
+        """This variable-rate model at its named quality ``level`` (1 = fewest bytes)."""
+        if not 1 <= level <= len(self.named_qualities):
+            raise ValueError(f"codec.level={level} is not a level of '{self.name}' "
+                             f"(levels 1…{len(self.named_qualities)})")
+        view = self.at_quality(self.named_qualities[level - 1])
+        view.level = level
+        return view
+
+    @classmethod
+    def raw_suffix(cls, payload: bytes) -> str | None:
+        """The file suffix (``.jpg``, ``.avif``) when ``payload`` is itself a standard image file that
+        any viewer opens (``decompress --raw``); None for payloads only this codec reads."""
+        return None
 
     def freeze(self) -> "Codec":
         """Inference mode: eval, no gradients, and the weights hash computed once."""

@@ -47,8 +47,15 @@ class CodecStore:
         self._index(codecs)
         return self
 
-    def load(self, name: str, weights: str = BUNDLED, level: int | None = None) -> Codec:
-        """The codec ``name`` with ``weights`` (at bundled ``level``), loaded on first use."""
+    def load(self, name: str, weights: str = BUNDLED, level: int | None = None,
+             quality: float | None = None) -> Codec:
+        """The codec ``name`` with ``weights``, loaded on first use: at bundled rung ``level`` of a
+        ladder, or for a variable-rate codec at its named ``level`` or at ``quality``."""
+        if codec_class(name).quality_range is not None:
+            return self._variable_rate(name, weights, level, quality)
+        if quality is not None:
+            raise ValueError(f"codec.quality={quality:g}: codec '{name}' codes one rate per weights "
+                             "(pick a rung with --level N)")
         key = (name, weights, level)
         if key not in self._loaded:
             if codec_class(name).learned:
@@ -57,13 +64,30 @@ class CodecStore:
                 self._loaded[key] = create_codec(name).freeze()
         return self._loaded[key]
 
-    def ladder(self, name: str) -> dict[int, Codec]:
-        """Every rung of ``name``'s bundled rate ladder, ``{level: codec}``, lowest rate first ({} without one)."""
+    def ladder(self, name: str, weights: str = BUNDLED) -> dict[int, Codec]:
+        """``{level: codec}``, lowest rate first: a variable-rate codec's named qualities, else the
+        rungs of ``name``'s bundled rate ladder ({} without one)."""
+        if codec_class(name).quality_range is not None:
+            levels = range(1, len(codec_class(name).named_qualities) + 1)
+            return {level: self.load(name, weights, level) for level in levels}
+        if weights != BUNDLED:
+            return {}
         return {level: self.load(name, BUNDLED, level) for level in loading.bundled_levels(name)}
+
+    def _variable_rate(self, name: str, weights: str, level: int | None, quality: float | None) -> Codec:
+        if level is not None and quality is not None:
+            raise ValueError(f"codec.level={level} and codec.quality={quality:g}: give one or the other")
+        key = (name, weights, None)
+        if key not in self._loaded:
+            self._loaded[key] = loading.load_codec(name, weights, self.device, self.storage)
+        model = self._loaded[key]
+        if level is not None:
+            return model.at_level(level)
+        return model if quality is None else model.at_quality(quality)
 
     def bundled(self, name: str) -> list[Codec]:
         """Every bundled model of ``name``: its ladder's rungs, or its one bundled model ([] if it ships none)."""
-        ladder = self.ladder(name)
+        ladder = {} if codec_class(name).quality_range is not None else self.ladder(name)
         if ladder or not codec_class(name).learned:
             return list(ladder.values())
         try:

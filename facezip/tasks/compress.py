@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from facezip.infra.images import ImageError, decode_image
 from facezip.infra.storage import Storage, is_remote, join
-from facezip.models.coding import bits_per_pixel, decode_file, encode_images
-from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, PAYLOAD_STORED, FzFormatError, read_header
-from facezip.models.registry import Codec
+from facezip.models.coding import bits_per_pixel, check_known, decode_file, encode_images
+from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, PAYLOAD_STORED, FzFormatError, read_header, unpack_fz
+from facezip.models.registry import Codec, codec_class
 from facezip.models.store import Codecs, CodecStore
 
 
@@ -62,19 +62,25 @@ def compress_files(codec: Codec, inputs: Sequence[str], output: str, storage: St
     return results
 
 
-def decompress_files(codecs: Codecs | CodecStore, inputs: Sequence[str], output: str,
-                     storage: Storage, progress: bool = True,
-                     max_pixels: int = DEFAULT_MAX_DECODE_PIXELS) -> list[FileResult]:
+def decompress_files(codecs: Codecs | CodecStore | None, inputs: Sequence[str], output: str,
+                     storage: Storage, progress: bool = True, max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+                     raw: bool = False) -> list[FileResult]:
     """Each file decoded by the codec its header names, found in ``codecs`` by weights hash (a
-    store that searches the bundled models: each file's own rung of the bundled ladder)."""
-    store = CodecStore.of(codecs)
-    results = [FileResult(src, out) for src, out in zip(inputs, plan_outputs(inputs, output, ".png"))]
+    store that searches the bundled models: each file's own rung of the bundled ladder). With
+    ``raw``, each payload that is a standard image file is written out untouched instead (no
+    weights needed), named with its format's suffix unless one output file was named."""
+    results = [FileResult(src, out) for src, out in zip(inputs, plan_outputs(inputs, output, "" if raw else ".png"))]
     _flag_collisions(results)
     for result in tqdm([r for r in results if r.ok], desc="decompress", unit="img", disable=not progress):
         try:
             data = storage.read_bytes(result.source)
             header = read_header(data)[0]
-            pixels = decode_file(store.find(header.codec, header.weights_hash), data, max_pixels)
+            if raw:
+                payload, suffix, result.bpp = _raw_payload(data, max_pixels)
+                result.output += "" if result.output == output else suffix  # a named output keeps its name
+                _write(result, payload, storage)
+                continue
+            pixels = decode_file(CodecStore.of(codecs).find(header.codec, header.weights_hash), data, max_pixels)
         except (OSError, FzFormatError) as exc:
             result.error = _describe(exc)
             continue
@@ -83,15 +89,29 @@ def decompress_files(codecs: Codecs | CodecStore, inputs: Sequence[str], output:
     return results
 
 
+def _raw_payload(data: bytes, max_pixels: int) -> tuple[bytes, str, float]:
+    """``(payload, its file suffix, bpp)`` of a file whose payload is a standard image file;
+    FzFormatError for one whose payload only its codec reads."""
+    header, payload = unpack_fz(data, max_pixels)
+    check_known(header.codec)
+    suffix = codec_class(header.codec).raw_suffix(payload)
+    if suffix is None:
+        raise FzFormatError(f"written by {header.codec}, whose payload is not a standard image file: --raw needs "
+                            "a codec that stores one (comcnn-reccnn)")
+    return payload, suffix, bits_per_pixel(len(data), header.height, header.width)
+
+
 def describe_file(data: bytes, store: CodecStore | None = None) -> dict[str, object]:
     """The header of a ``.fz`` file and its rate, for ``facezip info``; with ``store``, the
     level of the bundled rate ladder that wrote it (when one did)."""
     header, stream, coding = read_header(data)
     level = store.level_of(header.codec, header.weights_hash) if store else None
+    raw = codec_class(header.codec).raw_suffix(stream) if coding == PAYLOAD_STORED else None
     return {"codec": header.codec, "weights_hash": header.weights_hash,
             **({"bundled_level": level} if level is not None else {}), "height": header.height,
             "width": header.width, "file_bytes": len(data), "payload_bytes": len(stream),
             "payload_coding": "stored (entropy-coded by the codec)" if coding == PAYLOAD_STORED else "xz",
+            **({"payload_file": raw.lstrip(".")} if raw else {}),
             "bpp": round(bits_per_pixel(len(data), header.height, header.width), 4)}
 
 

@@ -51,6 +51,9 @@ class CodecConfig:
     # rung of a codec's rate ladder for bundled weights (mean-scale-hyperprior: 1 = fewest bytes …
     # 8 = best quality); None = the codec's default rung. `--level N` on the command line.
     level: Optional[int] = None
+    # a variable-rate codec's quality (comcnn-reccnn: the base codec's 1…100), instead of a named
+    # level; `--quality Q` on the command line
+    quality: Optional[float] = None
     # the largest image (in pixels) decompress, restore and verify decode: a file or record that
     # claims more is refused before its payload is touched (4096×4096; a face needs far less)
     max_decode_pixels: int = 16_777_216

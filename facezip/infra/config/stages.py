@@ -51,6 +51,8 @@ class FinetuneConfig:
     beta1: float = 0.99
     weight_decay: float = 0.001
     pixel_weight: float = 1.0
+    # the pixel loss inside the face box counts 1 + face_weight times (0: eq. 2's plain L2)
+    face_weight: float = 0.0
     facenet_weight: float = 1.0
     facenet_weights: str = "casia-webface"  # vggface2 | casia-webface | path or s3:// state dict | none
     # judges whose identity numbers validation logs per epoch (never in the loss): does a gain on
@@ -84,6 +86,9 @@ class TrainConfig:
     lmbda: Optional[float] = None  # None: the codec's default for the phase (Codec.default_lmbda), set by run_train
     aux_lr: float = 1e-3  # Adam on entropy-bottleneck quantiles (their auxiliary loss), as CompressAI trains them
     clip_grad_norm: Optional[float] = None  # e.g. 1.0 as CompressAI's example training for hyperpriors
+    # fp32 | bf16: the forward pass and loss under bfloat16 autocast (AVX512-BF16 CPUs, recent GPUs);
+    # weights, optimizer and gradients stay fp32
+    precision: str = "fp32"
     # linear lr warmup over the run's first steps: a fresh Adam moves every weight by about lr per
     # step at first, which knocks a model fine-tuned from --init off its optimum (0 = none)
     warmup_steps: int = 0

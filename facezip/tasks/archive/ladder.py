@@ -26,6 +26,9 @@ def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
     floor = cfg.archive.identity_floor
     store = _store(cfg, storage)
     name, weights, level = cfg.codec.name, cfg.codec.weights, cfg.codec.level
+    if cfg.codec.quality is not None and (floor or cfg.archive.ladder):
+        raise ValueError(f"codec.quality={cfg.codec.quality:g} picks one rate; the identity floor and archive.ladder "
+                         "climb named levels: give --level N instead")
     if cfg.archive.ladder:
         rungs = _explicit_ladder(cfg, store)
         start = 1 if level is None else level
@@ -33,19 +36,19 @@ def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
             raise ValueError(f"codec.level={start} is not a rung of archive.ladder (levels 1..{len(rungs)})")
         chosen = rungs[start - 1 :]
     elif not floor:
-        codec = store.load(name, weights, level)
+        codec = store.load(name, weights, level, cfg.codec.quality)
         return [Rung(codec.level, weights, codec)]
     else:
-        ladder = store.ladder(name) if weights == BUNDLED else {}
+        ladder = store.ladder(name, weights)
         if not ladder:
             raise ValueError(f"the identity floor (--min-identity) needs a rate ladder, and codec '{name}' with "
                              f"weights '{weights}' has none: use a codec with bundled levels or list the rungs' "
                              "weights in archive.ladder")
-        start = codec_class(name).default_level if level is None else level
+        start = (codec_class(name).default_level or 1) if level is None else level
         if start not in ladder:
             raise ValueError(f"codec.level={start} is not a bundled level of '{name}' "
                              f"(levels: {', '.join(map(str, ladder))})")
-        chosen = [Rung(n, BUNDLED, codec) for n, codec in ladder.items() if n >= start]
+        chosen = [Rung(n, weights, codec) for n, codec in ladder.items() if n >= start]
     return chosen if floor else chosen[:1]
 
 

@@ -7,22 +7,17 @@ gives another. Adding one (JPEG XL, HEIC, …) is one ``@register_baseline`` enc
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-from PIL import Image, features
+from PIL import features
 
+from facezip.infra.images import decode_standard, encode_standard
 from facezip.infra.registry import Registry
 
 DEFAULT_QUALITIES = (10, 30, 50, 70, 90)
-
-
-def pillow_decode(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as decoded:
-        return np.asarray(decoded.convert("RGB"))
 
 
 @dataclass(frozen=True)
@@ -31,7 +26,7 @@ class Baseline:
     encode: Callable[[np.ndarray, int], bytes]  # (RGB image, quality) → the file's bytes
     qualities: tuple[int, ...] = DEFAULT_QUALITIES
     available: Callable[[], bool] = lambda: True  # False: this installation cannot run it
-    decode: Callable[[bytes], np.ndarray] = pillow_decode
+    decode: Callable[[bytes], np.ndarray] = decode_standard
 
 
 _BASELINES: Registry[Baseline] = Registry("baseline")
@@ -62,12 +57,7 @@ def get_baseline(name: str) -> Baseline:
     return baseline
 
 
-def _pillow_encode(fmt: str, image: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, fmt, quality=quality)
-    return buffer.getvalue()
-
-
 # Pillow's formats: (baseline, Pillow format, PIL.features name: a Pillow may be built without it)
 for _name, _format, _feature in (("jpeg", "JPEG", "jpg"), ("webp", "WEBP", "webp"), ("avif", "AVIF", "avif")):
-    register_baseline(_name, available=partial(features.check, _feature))(partial(_pillow_encode, _format))
+    register_baseline(_name, available=partial(features.check, _feature))(
+        lambda image, quality, fmt=_format: encode_standard(image, fmt, quality))

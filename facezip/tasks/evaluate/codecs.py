@@ -25,7 +25,7 @@ from facezip.infra.storage import Storage
 from facezip.models.coding import decode_file, decode_files, encode_images
 from facezip.models.container import FzFormatError
 from facezip.models.loading import BUNDLED, REGISTRY_SCHEME
-from facezip.models.registry import Codec, available_codecs
+from facezip.models.registry import Codec, available_codecs, codec_class
 from facezip.models.store import CodecStore
 from facezip.tasks.evaluate.baselines import Baseline, get_baseline
 
@@ -88,6 +88,7 @@ class ModelEntry:
     weights: str
     level: int | None = None
     ladder: bool = False
+    quality: float | None = None  # a variable-rate codec's one quality (codec.quality)
 
 
 def parse_model_entry(entry: str, default_codec: str) -> ModelEntry:
@@ -114,7 +115,7 @@ def build_levels(cfg, storage: Storage, device: torch.device) -> list[Level]:
     ecfg = cfg.evaluate
     levels = [Level(REFERENCE, "raw", _reference)] if ecfg.reference else []
     entries = ([parse_model_entry(e, cfg.codec.name) for e in ecfg.models] if ecfg.models
-               else [ModelEntry(FACEZIP, cfg.codec.name, cfg.codec.weights, cfg.codec.level)])
+               else [ModelEntry(FACEZIP, cfg.codec.name, cfg.codec.weights, cfg.codec.level, False, cfg.codec.quality)])
     store = CodecStore(device, storage)
     for entry in entries:
         levels += model_levels(entry, store)
@@ -126,15 +127,19 @@ def build_levels(cfg, storage: Storage, device: torch.device) -> list[Level]:
 
 
 def model_levels(entry: ModelEntry, store: CodecStore) -> list[Level]:
-    """The levels of one ``evaluate.models`` entry: one, or one per bundled rung of a ladder."""
-    if not entry.ladder:
-        codec = store.load(entry.codec, entry.weights, entry.level)
-        return [facezip_level(entry.curve, codec, _setting(entry.weights, codec))]
-    ladder = store.ladder(entry.codec)
+    """The levels of one ``evaluate.models`` entry: one, or one per rung of a ladder (a variable-rate
+    codec's weights are a curve of its named qualities unless one level or quality is asked for)."""
+    variable = codec_class(entry.codec).quality_range is not None
+    if not entry.ladder and not (variable and entry.level is None and entry.quality is None):
+        codec = store.load(entry.codec, entry.weights, entry.level, entry.quality)
+        setting = f"q{entry.quality:g}" if entry.quality is not None else _setting(entry.weights, codec)
+        return [facezip_level(entry.curve, codec, setting)]
+    ladder = store.ladder(entry.codec, entry.weights)
     if not ladder:
         raise ValueError(f"evaluate.models: codec '{entry.codec}' has no bundled rate ladder "
                          f"(give {entry.codec}:bundled or {entry.codec}:PATH)")
-    return [facezip_level(entry.curve, codec, f"l{level}") for level, codec in ladder.items()]
+    prefix = "" if entry.weights == BUNDLED else f"{_setting(entry.weights, ladder[1])}-"
+    return [facezip_level(entry.curve, codec, f"{prefix}l{level}") for level, codec in ladder.items()]
 
 
 def _setting(weights: str, codec: Codec) -> str:

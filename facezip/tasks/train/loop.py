@@ -75,7 +75,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 break
             warm_up(optimizers[0], step, int(tcfg.warmup_steps))
             terms = train_step(model, codec, loss_fn, optimizers, batches(batch, training=True), device,
-                               tcfg.clip_grad_norm)
+                               tcfg.clip_grad_norm, tcfg.precision)
             step, batch_count = step + 1, batch_count + 1
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value
@@ -187,20 +187,23 @@ def restore(codec: Codec, optimizers: list[torch.optim.Optimizer]) -> tuple[int,
     return int(state["epoch"]), int(state["step"])
 
 
-def objective(model: nn.Module, codec: Codec, loss_fn: nn.Module, batch: Batch,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def objective(model: nn.Module, codec: Codec, loss_fn: nn.Module, batch: Batch, device: torch.device,
+              precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """``(x, x̂, loss terms)``: the loss on the batch (with its face masks when it has them), plus the
-    estimated rate for codecs that learn it."""
+    estimated rate for codecs that learn it; the forward pass under bf16 autocast for ``bf16``."""
     images, boxes, masks = (None if t is None else t.to(device) for t in batch)
-    out = model(images)
-    pixels = images.shape[0] * images.shape[2] * images.shape[3]
-    terms = loss_fn(out["x_hat"], images, boxes, **({} if masks is None else {"masks": masks}))
-    return images, out["x_hat"], with_rate(terms, out["bits"], pixels, codec.learns_rate)
+    with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+        out = model(images)
+        pixels = images.shape[0] * images.shape[2] * images.shape[3]
+        terms = loss_fn(out["x_hat"], images, boxes, **({} if masks is None else {"masks": masks}))
+    terms = {key: value.float() for key, value in terms.items()}
+    return images, out["x_hat"].float(), with_rate(terms, out["bits"].float(), pixels, codec.learns_rate)
 
 
 def train_step(model: nn.Module, codec: Codec, loss_fn: nn.Module, optimizers: list[torch.optim.Optimizer],
-               batch: Batch, device: torch.device, clip_grad_norm: float | None = None) -> dict[str, float]:
-    _, _, terms = objective(model, codec, loss_fn, batch, device)
+               batch: Batch, device: torch.device, clip_grad_norm: float | None = None,
+               precision: str = "fp32") -> dict[str, float]:
+    _, _, terms = objective(model, codec, loss_fn, batch, device, precision)
     main, *aux = optimizers
     main.zero_grad(set_to_none=True)
     terms["loss"].backward()

@@ -98,7 +98,9 @@ class Finetune(Phase):
 
     def loss(self, tcfg: Any, device: torch.device) -> nn.Module:
         facenet = load_facenet(tcfg.finetune.facenet_weights, device)
-        return FaceNetLoss(facenet, tcfg.finetune.pixel_weight, tcfg.finetune.facenet_weight, tcfg.lmbda).to(device)
+        settings = tcfg.finetune
+        return FaceNetLoss(facenet, settings.pixel_weight, settings.facenet_weight, tcfg.lmbda,
+                           settings.face_weight).to(device)
 
     def val_judges(self, tcfg: Any) -> list[Recognizer]:
         return load_recognizers(list(tcfg.finetune.val_judges), RecognizerOptions(tcfg.finetune.facenet_weights))

@@ -101,6 +101,8 @@ def check_resources(tcfg: Any) -> None:
     needed, available = tcfg.num_workers * tcfg.cpus_per_worker, cluster_cpus()
     if tcfg.num_workers < 1:
         raise ValueError(f"train.num_workers must be at least 1, got {tcfg.num_workers}")
+    if tcfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"train.precision: '{tcfg.precision}' is neither fp32 nor bf16")
     if needed > available:
         raise ValueError(f"train.num_workers={tcfg.num_workers} × train.cpus_per_worker={tcfg.cpus_per_worker} "
                          f"needs {needed:g} CPUs but the Ray cluster has {available:g}; lower train.num_workers "

@@ -1,0 +1,165 @@
+"""ComCNN/RecCNN around a standard codec: the payload is a JPEG or AVIF file any viewer opens.
+
+F. Jiang, W. Tao, S. Liu, J. Ren, X. Guo, D. Zhao, "An End-to-End Compression Framework Based on
+Convolutional Neural Networks", IEEE TCSVT 2018 (arXiv:1708.00838), the framework of the seed
+paper "Honey, I Shrunk the Image". ComCNN ``Co`` maps ``x`` to a compact image ``c`` at half size,
+the standard codec ``Cod`` stores ``c`` (the payload is its file, byte for byte), and RecCNN ``Re``
+restores ``x̂ = u + Re(u)`` from ``u``, the bicubic upsampling of the decoded ``Cod(c)``.
+With ``half_size`` off the codec sees ``x`` itself and RecCNN is a pure restoration network.
+
+Two departures from the paper, both so a short training run starts from a working codec:
+``c = avgpool₂(x) + Co(x)`` with ``Co``'s last layer zero-initialised (the paper's ``Co`` learns the
+downscaling from scratch), and ``Re``'s last layer zero-initialised, so the untrained codec is
+"downscale, code, bicubic upscale". No batch norm: decoding stays the same in training and eval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facezip.infra.images import decode_standard, encode_standard
+from facezip.models.container import FzFormatError
+from facezip.models.registry import Codec, register_codec
+
+# base codec → (Pillow format, raw file suffix, the bytes its files start with at offset 0 or 4)
+BASES = {"jpeg": ("JPEG", ".jpg", b"\xff\xd8\xff"), "avif": ("AVIF", ".avif", b"ftypavif")}
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+
+
+def _zero_last(layers: nn.Sequential) -> nn.Sequential:
+    nn.init.zeros_(layers[-1].weight)
+    nn.init.zeros_(layers[-1].bias)
+    return layers
+
+
+class ComCNN(nn.Sequential):
+    """Conv(3→C) + ReLU, Conv(C→C, stride 2) + ReLU, Conv(C→3): a correction to ``avgpool₂(x)``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(_conv(3, channels), nn.ReLU(inplace=True), _conv(channels, channels, 2),
+                         nn.ReLU(inplace=True), _conv(channels, 3))
+        _zero_last(self)
+
+
+class RecCNN(nn.Sequential):
+    """``layers`` 3×3 convolutions of ``channels`` filters, ReLU between, predicting the residual."""
+
+    def __init__(self, channels: int, layers: int) -> None:
+        inner = [m for _ in range(layers - 2) for m in (_conv(channels, channels), nn.ReLU(inplace=True))]
+        super().__init__(_conv(3, channels), nn.ReLU(inplace=True), *inner, _conv(channels, 3))
+        _zero_last(self)
+
+
+@register_codec("comcnn-reccnn")
+class ComRecCNN(Codec):
+    """ComCNN → JPEG/AVIF → bicubic ×2 → RecCNN (Jiang et al. 2017); the quality is the base codec's.
+
+    Training (``forward``): the real base codec codes each detached compact image at a random
+    quality of the named range (it is not differentiable), RecCNN learns from what it decoded,
+    and ComCNN's gradient passes the codec as the identity — the paper's codec-free approximation
+    for ComCNN and real codec output for RecCNN, in one step instead of alternating ones.
+    """
+
+    entropy_coded = True  # the base codec's file is already entropy-coded: xz would only add framing
+    quality_range = (1.0, 100.0)
+    named_qualities = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 85.0)
+    default_quality = 50.0
+
+    def __init__(self, base: str = "jpeg", half_size: bool = True, channels: int = 64, rec_layers: int = 20) -> None:
+        super().__init__()
+        if base not in BASES:
+            raise ValueError(f"codecs.comcnn_reccnn.base: '{base}' is not a base codec ({', '.join(BASES)})")
+        if rec_layers < 2:
+            raise ValueError(f"codecs.comcnn_reccnn.rec_layers: {rec_layers} < 2 "
+                             "(RecCNN needs an input and an output layer)")
+        self._arch = {"base": base, "half_size": bool(half_size), "channels": int(channels),
+                      "rec_layers": int(rec_layers)}
+        self.quality = self.default_quality
+        self.com = ComCNN(channels) if half_size else None
+        self.rec = RecCNN(channels, rec_layers)
+
+    @property
+    def pad_multiple(self) -> int:
+        return 2 if self.com is not None else 1
+
+    def architecture(self) -> dict[str, Any]:
+        return dict(self._arch)
+
+    def compact(self, x: torch.Tensor) -> torch.Tensor:
+        """``c``: what the base codec stores (``x`` itself without ``half_size``)."""
+        return x if self.com is None else F.avg_pool2d(x, 2) + self.com(x)
+
+    def restore(self, decoded: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``x̂ = u + Re(u)``, ``u`` the decoded compact image upsampled (bicubic) to ``size``."""
+        up = decoded if decoded.shape[-2:] == size else F.interpolate(decoded, size=size, mode="bicubic",
+                                                                      align_corners=False)
+        return up + self.rec(up)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        compact = self.compact(x)
+        low, high = self.named_qualities[0], self.named_qualities[-1]
+        qualities = (low + (high - low) * torch.rand(len(x))).tolist() if self.training else [self.quality] * len(x)
+        files = self._encode(compact.detach(), qualities)
+        decoded = self._decode(files, tuple(compact.shape[-2:])).to(x.device, x.dtype)
+        through = compact + (decoded - compact).detach()  # the codec-free approximation for ComCNN's gradient
+        bits = torch.tensor([8.0 * len(f) for f in files], device=x.device)
+        return {"x_hat": self.restore(through, tuple(x.shape[-2:])), "bits": bits}
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor) -> list[bytes]:
+        return self._encode(self.compact(x), [self.quality] * len(x))
+
+    @torch.no_grad()
+    def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
+        shape = (size[0] // self.pad_multiple, size[1] // self.pad_multiple)
+        for payload in payloads:
+            self.check_payload(payload, *size)
+        decoded = self._decode(payloads, shape)
+        return self.restore(decoded.to(next(self.parameters()).device), size)
+
+    @classmethod
+    def check_payload(cls, payload: bytes, height: int, width: int) -> None:
+        if cls.payload_base(payload) is None:
+            raise FzFormatError(f"payload of {len(payload)} bytes is neither a JPEG nor an AVIF file")
+
+    @staticmethod
+    def payload_base(payload: bytes) -> str | None:
+        """The base codec whose file ``payload`` is, by its signature; None for neither."""
+        for base, (_, _, magic) in BASES.items():
+            if payload[:len(magic)] == magic or payload[4:4 + len(magic)] == magic:
+                return base
+        return None
+
+    @classmethod
+    def raw_suffix(cls, payload: bytes) -> str | None:
+        base = cls.payload_base(payload)
+        return BASES[base][1] if base else None
+
+    def _encode(self, compact: torch.Tensor, qualities: Sequence[float]) -> list[bytes]:
+        fmt = BASES[self._arch["base"]][0]
+        pixels = compact.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [encode_standard(image, fmt, round(q)) for image, q in zip(pixels, qualities)]
+
+    @staticmethod
+    def _decode(files: Sequence[bytes], shape: tuple[int, int]) -> torch.Tensor:
+        """The base codec's files → ``(N, 3, *shape)`` float in [0, 1]; a file of another size is refused."""
+        images = []
+        for data in files:
+            try:
+                rgb = decode_standard(data)
+            except (OSError, ValueError) as exc:
+                raise FzFormatError(f"payload is not a readable image file: {exc}") from None
+            if rgb.shape[:2] != shape:
+                raise FzFormatError(f"payload holds a {rgb.shape[0]}×{rgb.shape[1]} image, "
+                                    f"a {shape[0]}×{shape[1]} one was expected")
+            images.append(rgb)
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
