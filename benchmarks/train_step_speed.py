@@ -19,13 +19,13 @@ from facezip.infra.config import load_config
 from facezip.models import create_codec
 from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, PretrainLoss
-from facezip.tasks.train.loop import make_optimizers, train_step
+from facezip.tasks.train.loop import for_precision, make_optimizers, train_step
 
 
 def steps_per_second(codec_name: str, phase: str, loss_fn: torch.nn.Module, crop: int, batch: int, steps: int,
                      precision: str = "fp32") -> float:
     torch.manual_seed(0)
-    codec = create_codec(codec_name)
+    codec = for_precision(create_codec(codec_name), precision)
     optimizers = make_optimizers(codec, phase, load_config().train)
     images = torch.rand(batch, 3, crop, crop)
     boxes = torch.tensor([[crop * 0.2, crop * 0.1, crop * 0.8, crop * 0.9]]).repeat(batch, 1)

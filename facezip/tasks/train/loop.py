@@ -51,6 +51,7 @@ def train_loop(config: dict[str, Any]) -> None:
     codec = create_codec(config["codec"], **config["architecture"])
     if config["init_state"] is not None:
         codec.load_state_dict(torch.load(io.BytesIO(config["init_state"]), map_location="cpu", weights_only=True))
+    codec = for_precision(codec, tcfg.precision)
     trainable = trainable_names(codec, list(tcfg.trainable))
     for name, parameter in codec.named_parameters():
         parameter.requires_grad_(name in trainable)
@@ -187,11 +188,19 @@ def restore(codec: Codec, optimizers: list[torch.optim.Optimizer]) -> tuple[int,
     return int(state["epoch"]), int(state["step"])
 
 
+def for_precision(codec: Codec, precision: str) -> Codec:
+    """bf16: the channels-last memory layout too, where oneDNN's bf16 convolutions are fastest
+    (a comcnn-reccnn step: 1.0 s fp32, 0.68 s bf16, 0.46 s both, on 2 cores)."""
+    return codec.to(memory_format=torch.channels_last) if precision == "bf16" else codec
+
+
 def objective(model: nn.Module, codec: Codec, loss_fn: nn.Module, batch: Batch, device: torch.device,
               precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """``(x, x̂, loss terms)``: the loss on the batch (with its face masks when it has them), plus the
     estimated rate for codecs that learn it; the forward pass under bf16 autocast for ``bf16``."""
     images, boxes, masks = (None if t is None else t.to(device) for t in batch)
+    if precision == "bf16":
+        images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
         out = model(images)
         pixels = images.shape[0] * images.shape[2] * images.shape[3]
