@@ -161,7 +161,7 @@ def compress_baseline(src: Path, weights: str, count: int, out: Path) -> tuple[f
 
 def run_one(size: int, crop: int, weights: str, workdir: Path) -> dict:
     """One size, in this (fresh) process."""
-    from facezip.infra.config import load_config
+    from facezip.pipelines.config import load_config
     from facezip.tasks.archive import run_archive
 
     src, dest = workdir / f"src-{size}", workdir / f"archive-{size}"

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from facezip.infra.config import load_config
 from facezip.infra.images import decode_image
 from facezip.infra.ray_runtime import init_ray
 from facezip.models.face_detector import FaceDetector, crop_face
+from facezip.pipelines.config import load_config
 from facezip.tasks.detect import run_detect, select_faces
 
 CELEBA_SIZE = (178, 218)  # width, height of img_align_celeba

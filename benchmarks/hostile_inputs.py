@@ -22,11 +22,11 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from facezip.infra.config import load_config  # noqa: E402
 from facezip.infra.images import ImageError, decode_image  # noqa: E402
 from facezip.infra.readers import IMAGE_COLUMN, REF_SCHEMA  # noqa: E402
 from facezip.infra.storage import Storage  # noqa: E402
 from facezip.models import create_codec  # noqa: E402
+from facezip.pipelines.config import load_config  # noqa: E402
 from facezip.tasks.compress import compress_files  # noqa: E402
 from facezip.tasks.detect.faces import DetectFaces  # noqa: E402
 from tests import detect_samples as samples  # noqa: E402

@@ -50,7 +50,7 @@ def write_inputs(folder: Path, count: int, side: int) -> None:
 
 def run_stage(stage: str, size: int, workdir: Path) -> dict:
     """One stage of one size, in this (fresh) process."""
-    from facezip.infra.config import load_config
+    from facezip.pipelines.config import load_config
 
     cfg = load_config([], CONFIG)
     src = workdir / (f"inputs-{size}" if stage == "detect" else f"faces-{size}")

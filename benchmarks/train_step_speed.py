@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from facezip.infra.config import load_config
 from facezip.models import create_codec
 from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, PretrainLoss
+from facezip.pipelines.config import load_config
 from facezip.tasks.train.loop import for_precision, make_optimizers, train_step
 
 

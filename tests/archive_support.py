@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
 from facezip.models.container import FzHeader, crc32, xz_compress
 from facezip.models.loading import weights_to_bytes
 from facezip.models.registry import create_codec
+from facezip.pipelines.config import load_config
 from facezip.tasks.archive.integrity import read_index
 
 CLI = [sys.executable, "-c", "import sys; from facezip.cli import main; sys.exit(main())"]

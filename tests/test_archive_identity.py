@@ -22,12 +22,12 @@ from PIL import Image
 
 from archive_support import check_shards_are_xz, index_rows
 from facezip.cli import main
-from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
 from facezip.models.coding import decode_file, encode_images
 from facezip.models.facenet import facenet_cache_path, frozen_graph_path
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import create_codec
+from facezip.pipelines.config import load_config
 from facezip.tasks.archive import ArchiveReader, restore_records, run_verify
 from facezip.tasks.archive.integrity import read_index
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from facezip.infra.config import load_config
 from facezip.models import available_codecs, create_codec, register_codec
 from facezip.models.binarized_cae import BinarizedCAE, StochasticBinarizer
 from facezip.models.coding import decode_file, decode_files, encode_images, padded_size
 from facezip.models.container import unpack_fz
 from facezip.models.loading import BUNDLED, codec_from_bytes, load_codec, weights_to_bytes
 from facezip.models.registry import architecture_defaults, architecture_options
+from facezip.pipelines.config import load_config
 from tests.conftest import psnr
 
 

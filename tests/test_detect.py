@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from facezip.cli import main
-from facezip.infra.config import load_config
 from facezip.infra.readers import arrow_filesystem, open_reader
 from facezip.infra.storage import Storage, join
+from facezip.pipelines.config import load_config
 from facezip.tasks.detect import FACE_COLUMNS, REJECTED_COLUMNS, run_detect
 from tests import detect_samples as samples
 from tests.conftest import SHARED_DATA, shared_dataset

@@ -11,9 +11,9 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from facezip.infra.config import load_config
 from facezip.infra.readers import IMAGE_COLUMN, REF_SCHEMA
 from facezip.models.face_detector import Face, FaceDetector, crop_face
+from facezip.pipelines.config import load_config
 from facezip.tasks.detect import DETECTION_SCHEMA, AccountingError, select_faces
 from facezip.tasks.detect.faces import DetectFaces
 from facezip.tasks.detect.report import check_accounting, count_outcomes

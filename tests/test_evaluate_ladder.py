@@ -17,10 +17,10 @@ from PIL import Image
 
 import facezip.models.loading as loading
 from facezip.cli import main
-from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import codec_class, create_codec
+from facezip.pipelines.config import load_config
 from facezip.tasks.evaluate import run_evaluate
 from facezip.tasks.evaluate.codecs import build_levels, parse_model_entry
 from facezip.tasks.evaluate.report import bjontegaard, speed_table

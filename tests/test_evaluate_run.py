@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from facezip.cli import main
-from facezip.infra.config import load_config
 from facezip.models.loading import weights_to_bytes
 from facezip.models.registry import create_codec
+from facezip.pipelines.config import load_config
 from facezip.tasks.evaluate import run_evaluate
 from tests.conftest import shared_dataset
 

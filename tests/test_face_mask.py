@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from facezip.infra.config import load_config
 from facezip.infra.storage import Storage
 from facezip.models.face_mask import EMPTY, NO_LANDMARKS, centre_ellipse, face_mask, landmarks_in_crop
 from facezip.models.metrics import measure
+from facezip.pipelines.config import load_config
 from facezip.tasks.evaluate.data import load_faces
 
 # a 160 px MTCNN crop's landmarks: eyes, nose, mouth corners (x, y)

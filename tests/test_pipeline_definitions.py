@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facezip.infra.config import load_config
 from facezip.infra.readers import open_reader, parse_lfw_pairs
 from facezip.infra.storage import Storage
 from facezip.pipelines import bundled_pipelines, load_pipeline
+from facezip.pipelines.config import load_config
 from facezip.pipelines.demo import DEMO_DATA_STAGE, build_demo_dataset
 from facezip.pipelines.spec import read_definition
 from facezip.tasks.stage import run_stage

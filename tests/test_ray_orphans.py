@@ -19,7 +19,7 @@ DRIVER = """
 import sys, time
 import ray
 from ray.data import ActorPoolStrategy
-from facezip.infra.config import default_config
+from facezip.pipelines.config import default_config
 from facezip.infra.ray_runtime import init_ray
 
 class Slow:

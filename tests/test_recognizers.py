@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from conftest import shared_dataset
-from facezip.infra.config import load_config
 from facezip.models.dlib_recognizer import _usable
 from facezip.models.recognizer import available_recognizers, headline_judge, load_recognizer, load_recognizers
+from facezip.pipelines.config import load_config
 from facezip.tasks.evaluate import run_evaluate
 
 

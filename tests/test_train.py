@@ -22,9 +22,9 @@ import pytest
 import torch
 from PIL import Image
 
-from facezip.infra.config import load_config
 from facezip.models.facenet import convert_frozen_graph, frozen_graph_path
 from facezip.models.loading import bundled_weights_path, load_codec
+from facezip.pipelines.config import load_config
 from facezip.tasks.train import run_train
 from tests.conftest import SHARED_DATA
 

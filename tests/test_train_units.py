@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from facezip.infra.config import load_config
 from facezip.infra.ray_runtime import quiet_state_api_users
 from facezip.models import create_codec
 from facezip.models.face_mask import centre_ellipse, face_mask
@@ -18,6 +17,7 @@ from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ssim_score, ms_ssim_window
 from facezip.models.metrics import batch_psnr
 from facezip.models.registry import available_codecs, codec_class
+from facezip.pipelines.config import load_config
 from facezip.tasks.train.data import BatchMaker, _is_validation
 from facezip.tasks.train.loop import make_loss, warm_up
 from facezip.tasks.train.phases import get_phase, phase_names

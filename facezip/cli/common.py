@@ -8,7 +8,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from facezip.infra.config import load_config
+from facezip.pipelines.config import load_config
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.\[\]]*=")
 

@@ -1,7 +1,7 @@
 """Which stage ``uses: NAME`` runs: a registered ``StageSpec`` (facezip.tasks.stage), imported on first use.
 
-Importing lazily lets a pipeline run with the stages that are installed; naming a stage whose
-module is missing is a clear error when the pipeline is loaded, not a crash halfway through.
+A stage whose module cannot be imported is a clear error (StageLookupError) naming it. The config
+tree holds every registered stage's section, so building it (``stage_sections``) imports them all.
 """
 
 from __future__ import annotations
@@ -47,3 +47,9 @@ def stage_spec(uses: str) -> StageSpec:
     if not isinstance(spec, StageSpec):
         raise StageLookupError(f"stage 'uses: {uses}': {module_name} has no StageSpec {attribute}")
     return spec
+
+
+def stage_sections() -> dict[str, type]:
+    """Every registered stage's config section, ``{stage name: dataclass}`` in registration order."""
+    specs = [stage_spec(uses) for uses in _STAGES]
+    return {spec.name: spec.config for spec in specs if spec.config is not None}

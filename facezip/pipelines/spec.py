@@ -35,8 +35,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from facezip.infra.config import load_config, merge_config
+from facezip.infra.config import merge_config
 from facezip.infra.storage import is_remote, join
+from facezip.pipelines.config import load_config
 from facezip.pipelines.registry import StageLookupError, stage_spec
 from facezip.tasks.stage import SUCCESS_FILE
 

@@ -25,6 +25,13 @@ from facezip.models.store import Codecs, CodecStore
 
 
 @dataclass
+class CompressConfig:
+    """Config section ``compress``: ``facezip compress`` of single images (a command, not a pipeline stage)."""
+
+    accept_damaged: bool = False  # true: compress damaged JPEG/PNG inputs (see detect.accept_damaged), with a note
+
+
+@dataclass
 class FileResult:
     source: str
     output: str | None = None

@@ -1,12 +1,14 @@
 """The stage contract: what a stage declares, and the one function that runs any stage.
 
-A stage is a ``StageSpec``: its config section, whether it spreads work over Ray, the summary
-keys a pipeline may reference (``${stages.NAME.result.KEY}``, checked when the pipeline loads)
-and its work, ``work(ctx, **arguments) -> summary``. The work only does the stage's own job;
-``run_stage`` alone opens storage, starts or joins Ray, opens the MLflow run (a child of a
-pipeline's run) with the summary as an artifact, and writes the summary as ``_SUCCESS.json`` last,
-so that its presence means complete. Adding a stage: a package under ``tasks/`` with its spec,
-and one line in ``facezip.pipelines.registry``.
+A stage is a ``StageSpec``: its config section (a dataclass; the tree's section named after the
+stage), whether it spreads work over Ray, the summary keys a pipeline may reference
+(``${stages.NAME.result.KEY}``, checked when the pipeline loads) and its work,
+``work(ctx, **arguments) -> summary``. The work only does the stage's own job; ``run_stage``
+alone opens storage, starts or joins Ray, opens the MLflow run (a child of a pipeline's run) with
+the summary as an artifact, and writes the summary as ``_SUCCESS.json`` last, so that its
+presence means complete. Adding a stage: a package under ``tasks/`` with its spec and its config
+dataclass, and one line in ``facezip.pipelines.registry`` (which also adds the section to the
+config tree).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class StageContext:
 class StageSpec:
     name: str
     work: Callable[..., dict[str, Any]]  # (ctx, **arguments) -> summary
-    config_section: str | None  # the typed config the work reads most (ctx.settings)
+    config: type | None  # the dataclass of config section ``name``, handed to the work as ctx.settings
     result_keys: tuple[str, ...]  # summary fields other stages may reference
     uses_ray: bool = True
     tags: Callable[[dict[str, Any]], dict[str, str]] = field(default=lambda arguments: {})
@@ -94,7 +96,7 @@ def run_stage(spec: StageSpec, cfg: DictConfig, output: str | None, progress: bo
         storage.remove(success)
     if spec.uses_ray:
         init_ray(cfg.ray)
-    settings = OmegaConf.to_object(cfg[spec.config_section]) if spec.config_section else None
+    settings = OmegaConf.to_object(cfg[spec.name]) if spec.config else None
     tags = {"facezip.stage": spec.name, **spec.tags(arguments)}
     with start_run(cfg, spec.run_name(arguments) if spec.run_name else spec.name, tags=tags) as run:
         ctx = StageContext(cfg, settings, storage, output, run, progress)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from facezip.infra.config.schema import FacezipConfig
+from facezip.infra.config.schema import SharedConfig
 
 _OLD_QUALITIES_SUFFIX = "_qualities"
 
@@ -18,17 +18,25 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
-def default_config() -> DictConfig:
-    """The full default tree, typed: later merges are checked against it."""
-    return OmegaConf.structured(FacezipConfig)
+def config_tree(sections: Mapping[str, type]) -> DictConfig:
+    """The default tree: SharedConfig's keys, then one typed section per dataclass in ``sections``
+    (name → dataclass, in order). Merges refuse a top-level key the tree lacks (``_merge``)."""
+    shared = OmegaConf.structured(SharedConfig)
+    taken = sorted(set(sections) & set(shared))
+    if taken:
+        raise ValueError(f"config sections {', '.join(taken)} are infra's own (facezip.infra.config.schema)")
+    # a mapping of typed nodes, not a dataclass made here: a class made at run time does not pickle,
+    # and every node carries its root. The nodes, not their values, so device and seed keep their types.
+    return OmegaConf.create({**{key: shared._get_node(key) for key in shared},
+                             **{name: OmegaConf.structured(section) for name, section in sections.items()}})
 
 
-def load_config(files: Iterable[str | Path] = (), overrides: Sequence[str] = ()) -> DictConfig:
-    """Merge ``files`` (YAML, in order) then dotlist ``overrides`` onto the defaults.
+def layer_config(defaults: DictConfig, files: Iterable[str | Path] = (), overrides: Sequence[str] = ()) -> DictConfig:
+    """Merge ``files`` (YAML, in order) then dotlist ``overrides`` onto ``defaults``.
 
     Raises ConfigError naming the offending key, its expected type and where it came from.
     """
-    cfg = default_config()
+    cfg = defaults
     for path in files:
         cfg = _merge(cfg, _read_yaml(Path(path)), source=str(path))
     if overrides:
@@ -38,7 +46,7 @@ def load_config(files: Iterable[str | Path] = (), overrides: Sequence[str] = ())
 
 
 def merge_config(cfg: DictConfig, update: DictConfig | dict, source: str) -> DictConfig:
-    """``update`` merged onto ``cfg`` with the checks and errors of ``load_config``
+    """``update`` merged onto ``cfg`` with the checks and errors of ``layer_config``
     (``source`` says where the update came from, e.g. a pipeline stage)."""
     return _merge(cfg, OmegaConf.create(update), source=source)
 
@@ -68,6 +76,10 @@ def _check_dotlist(overrides: Sequence[str]) -> None:
 
 
 def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
+    # the root is a plain mapping (config_tree): its keys are checked here, the sections' by their types
+    unknown = [str(key) for key in update if key not in base]
+    if unknown:
+        raise ConfigError(f"{source}: {_unknown_key(unknown[0], base)}")
     try:
         return OmegaConf.merge(base, _renamed_keys(update))
     except OmegaConfBaseException as exc:
@@ -90,12 +102,16 @@ def _renamed_keys(update: DictConfig) -> DictConfig:
 def _explain(exc: OmegaConfBaseException, base: DictConfig) -> str:
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
     if isinstance(exc, ConfigKeyError):
-        return f"unknown config key '{key}'{_suggest(str(key), base)}"
+        return _unknown_key(str(key), base)
     if isinstance(exc, ValidationError):
         expected = _expected_type(base, str(key))
         value = getattr(exc, "value", None)
         return f"config key '{key}' expects {expected}, got {value!r}"
     return f"config key '{key}': {getattr(exc, 'msg', exc)}"
+
+
+def _unknown_key(key: str, base: DictConfig) -> str:
+    return f"unknown config key '{key}'{_suggest(key, base)}"
 
 
 def _expected_type(base: DictConfig, key: str) -> str:

@@ -1,11 +1,12 @@
-"""The root of the config tree and the sections every stage shares."""
+"""infra's part of the config tree: the root keys and the sections every stage shares.
+
+Each stage declares its own section beside its code; the tree is assembled from both
+(``facezip.infra.config.core.config_tree``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
-
-from facezip.infra.config.stages import ArchiveConfig, CompressConfig, DetectConfig, EvaluateConfig, TrainConfig
 
 
 @dataclass
@@ -43,7 +44,7 @@ class TrackingConfig:
 
 @dataclass
 class CodecConfig:
-    """The model used by compress / archive / evaluate."""
+    """The model compress, archive and evaluate use, and train trains."""
 
     name: str = "binarized-cae"
     # "bundled" (shipped with facezip), a local path, an s3:// URI or models:/<name>/<version>
@@ -60,7 +61,9 @@ class CodecConfig:
 
 
 @dataclass
-class FacezipConfig:
+class SharedConfig:
+    """The config tree's first keys; the stages' sections follow them."""
+
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
     seed: int = 0
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -71,8 +74,3 @@ class FacezipConfig:
     # the options and their defaults are the codec's constructor's (written once, there); a trained
     # model keeps its own, and options it predates are added (e.g. quant_gain)
     codecs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    compress: CompressConfig = field(default_factory=CompressConfig)
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -18,6 +18,7 @@ from facezip.infra.readers import open_reader
 from facezip.infra.slices import InputSlice, run_on_actors
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.loading import weights_to_bytes
+from facezip.tasks.archive.config import ArchiveConfig
 from facezip.tasks.archive.encode import EncoderSettings
 from facezip.tasks.archive.floor import Floor, IdentityTally, build_floor
 from facezip.tasks.archive.ladder import Rung, encoding_rungs
@@ -99,7 +100,7 @@ def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
     return summary
 
 
-ARCHIVE_STAGE = StageSpec("archive", archive, "archive", result_keys=(
+ARCHIVE_STAGE = StageSpec("archive", archive, ArchiveConfig, result_keys=(
     "inputs", "archived", "skipped", "rejected", "failures", "shards_written", "bytes", "code_bytes", "codec",
     "model", "weights_hash", "manifest", "shards", "index"))
 

@@ -20,6 +20,7 @@ from facezip.infra.ray_runtime import cluster_cpus
 from facezip.infra.readers import open_reader
 from facezip.infra.slices import reader_slices, run_on_actors
 from facezip.infra.storage import Storage, join, parquet_bytes
+from facezip.tasks.detect.config import DetectConfig
 from facezip.tasks.detect.faces import DETECTION_SCHEMA, FACE_COLUMNS, REJECTED_COLUMNS, select_faces
 from facezip.tasks.detect.parts import FACES_DIR, REJECTED_DIR, DetectWorker, part_url
 from facezip.tasks.detect.report import AccountingError, Counts, check_accounting, contact_sheet, png_bytes
@@ -69,7 +70,7 @@ def detect(ctx: StageContext, src: str) -> dict[str, Any]:
     return {**stats, "outputs": {**outputs, "stats": join(dest, "stats.json")}}
 
 
-STAGE = StageSpec("detect", detect, "detect", result_keys=(
+STAGE = StageSpec("detect", detect, DetectConfig, result_keys=(
     "inputs", "kept_images", "faces", "rejected", "rejected_by_reason", "kept_fraction", "outputs"),
     tags=lambda arguments: {"facezip.src": str(arguments["src"])})
 

@@ -13,9 +13,9 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from facezip.infra.config.stages import DetectConfig
 from facezip.infra.images import DecodedImage, ImageError, decode_image
 from facezip.models.face_detector import Face, FaceDetector, crop_face
+from facezip.tasks.detect.config import DetectConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facezip.infra.config.stages import DetectConfig
 from facezip.infra.readers import read_bytes
 from facezip.infra.slices import InputSlice
 from facezip.infra.storage import Storage, join, parquet_bytes
+from facezip.tasks.detect.config import DetectConfig
 from facezip.tasks.detect.faces import FACE_COLUMNS, REJECTED_COLUMNS, DetectFaces
 from facezip.tasks.detect.output import FACES_DIR, REJECTED_DIR
 from facezip.tasks.detect.report import Counts, count_outcomes

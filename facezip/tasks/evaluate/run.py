@@ -23,6 +23,7 @@ from facezip.infra.storage import join
 from facezip.models.metrics import metrics
 from facezip.models.recognizer import Recognizer, RecognizerOptions, headline_judge, identity_key, load_recognizers
 from facezip.tasks.evaluate.codecs import build_levels
+from facezip.tasks.evaluate.config import EvaluateConfig
 from facezip.tasks.evaluate.data import FaceSet, load_faces
 from facezip.tasks.evaluate.identity import FaceChecker, Judging, VectorCache
 from facezip.tasks.evaluate.levels import LevelResult, evaluate_level, summarize_level
@@ -96,7 +97,7 @@ def evaluate(ctx: StageContext, data: str) -> dict:
         "levels": summaries, "bjontegaard": bd_rows, "outputs": outputs})
 
 
-EVALUATE_STAGE = StageSpec("evaluate", evaluate, "evaluate", result_keys=(
+EVALUATE_STAGE = StageSpec("evaluate", evaluate, EvaluateConfig, result_keys=(
     "data", "judges", "headline_judge", "images", "pairs", "levels", "bjontegaard", "outputs"), uses_ray=False)
 
 

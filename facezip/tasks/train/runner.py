@@ -27,6 +27,7 @@ from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.loading import load_codec, weights_to_bytes
 from facezip.models.registry import Codec, architecture_options, codec_class, create_codec
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
+from facezip.tasks.train.config import TrainConfig
 from facezip.tasks.train.data import load_training_data
 from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
 from facezip.tasks.train.phases import codec_distortion, get_phase
@@ -82,7 +83,7 @@ def train(ctx: StageContext, data: str, phase: str, init_weights: str | None = N
             "metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))}}
 
 
-TRAIN_STAGE = StageSpec("train", train, "train", result_keys=(
+TRAIN_STAGE = StageSpec("train", train, TrainConfig, result_keys=(
     "phase", "data", "weights", "model_uri", "checkpoint", "images", "skipped_examples", "metrics"),
     tags=lambda arguments: {"facezip.phase": str(arguments["phase"])},
     run_name=lambda arguments: f"train-{arguments['phase']}", configure=_train_config)
