@@ -11,8 +11,6 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from facezip.infra.config.schema import SharedConfig
 
-_OLD_QUALITIES_SUFFIX = "_qualities"
-
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
@@ -81,21 +79,19 @@ def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
     if unknown:
         raise ConfigError(f"{source}: {_unknown_key(unknown[0], base)}")
     try:
-        return OmegaConf.merge(base, _renamed_keys(update))
+        return OmegaConf.merge(base, _renamed_keys(base, update))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{source}: {_explain(exc, base)}") from None
 
 
-def _renamed_keys(update: DictConfig) -> DictConfig:
-    """Keys configs were written with before a rename, moved to their new place:
-    ``evaluate.<baseline>_qualities`` (one key per baseline) → ``evaluate.qualities.<baseline>``."""
-    evaluate = update.get("evaluate")
-    if not isinstance(evaluate, DictConfig):
-        return update
-    old = [str(key) for key in evaluate if str(key).endswith(_OLD_QUALITIES_SUFFIX)]
-    if old:
-        moved = {key.removesuffix(_OLD_QUALITIES_SUFFIX): evaluate.pop(key) for key in old}
-        evaluate.qualities = {**moved, **(evaluate.get("qualities") or {})}
+def _renamed_keys(base: DictConfig, update: DictConfig) -> DictConfig:
+    """Keys configs were written with before a rename, moved to their new place by their section:
+    a section's dataclass may have ``renamed_keys(section)``, which edits the update's section."""
+    for key in update:
+        rename = getattr(OmegaConf.get_type(base, str(key)), "renamed_keys", None)
+        section = update.get(key) if rename else None
+        if isinstance(section, DictConfig):
+            rename(section)
     return update
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from omegaconf import DictConfig
+
+_OLD_QUALITIES_SUFFIX = "_qualities"
+
 
 @dataclass
 class EvaluateConfig:
@@ -39,3 +43,11 @@ class EvaluateConfig:
     cache_dir: Optional[str] = None  # embedding cache; None = <dest>/cache
     max_image_pixels: int = 40_000_000
 
+    @staticmethod
+    def renamed_keys(section: DictConfig) -> None:
+        """``<baseline>_qualities``, one key per baseline before the baseline registry, read as
+        ``qualities.<baseline>`` (called by facezip.infra.config on every update)."""
+        old = [str(key) for key in section if str(key).endswith(_OLD_QUALITIES_SUFFIX)]
+        if old:
+            moved = {key.removesuffix(_OLD_QUALITIES_SUFFIX): section.pop(key) for key in old}
+            section.qualities = {**moved, **(section.get("qualities") or {})}
