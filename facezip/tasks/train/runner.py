@@ -24,8 +24,9 @@ from facezip.infra.config import merge_config
 from facezip.infra.ray_runtime import cluster_cpus
 from facezip.infra.readers import arrow_filesystem
 from facezip.infra.storage import Storage, is_remote, join
-from facezip.models.loading import load_codec, weights_to_bytes
+from facezip.models.loading import weights_to_bytes
 from facezip.models.registry import Codec, architecture_options, codec_class, create_codec
+from facezip.models.store import CodecStore
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
 from facezip.tasks.train.config import TrainConfig
 from facezip.tasks.train.data import load_training_data
@@ -123,7 +124,7 @@ def initial_codec(cfg: DictConfig, phase: str, init_weights: str | None, storage
         torch.manual_seed(int(cfg.seed))  # the same untrained start on every run
         codec = create_codec(cfg.codec.name, **arch)
     else:  # a trained model keeps its architecture; options it predates come from codecs.<name>
-        codec = load_codec(cfg.codec.name, source, "cpu", storage).with_options(**arch)
+        codec = CodecStore(storage=storage).load(cfg.codec.name, source).with_options(**arch)
     trainable_names(codec, list(cfg.train.trainable))  # a name that matches nothing fails before Ray Train
     parameters_named(codec, list(cfg.train.lr_by_parameter), "train.lr_by_parameter")
     return codec
