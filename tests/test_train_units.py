@@ -21,7 +21,7 @@ from facezip.pipelines.config import load_config
 from facezip.tasks.train.data import BatchMaker, _is_validation
 from facezip.tasks.train.loop import make_loss, warm_up
 from facezip.tasks.train.phases import get_phase, phase_names
-from facezip.tasks.train.runner import check_resources, with_codec_lmbda
+from facezip.tasks.train.runner import SCRATCH, check_resources, starting_weights, with_codec_lmbda
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -196,3 +196,14 @@ def test_codecs_key_their_default_lmbda_by_a_loss_they_train_on():
     for name in available_codecs():
         assert set(codec_class(name).default_lmbda) <= distortions, name
     assert {get_phase(name).distortion for name in phase_names()} <= distortions
+
+
+@pytest.mark.parametrize("phase, init, start", [
+    ("finetune", None, ("bundled", 2)),  # the codec reference, its level included
+    ("finetune", "w.pt", ("w.pt", None)),
+    ("pretrain", None, None),
+    ("finetune", SCRATCH, None),
+])
+def test_training_starts_from_init_else_the_codec_reference_of_the_config(phase, init, start):
+    cfg = load_config([], ["codec.name=mean-scale-hyperprior", "codec.level=2"])
+    assert starting_weights(cfg, phase, init) == start

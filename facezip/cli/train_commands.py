@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--phase", required=True, choices=phase_names())
     parser.add_argument("--init", metavar="WEIGHTS",
                         help="starting weights: a weights file, s3:// URI or models:/<name>/<version>, "
-                             "or 'scratch' for an untrained model (finetune default: codec.weights)")
+                             "or 'scratch' for an untrained model (finetune default: codec.weights at codec.level)")
     add_config_arguments(parser)
     parser.set_defaults(func=_train)
 

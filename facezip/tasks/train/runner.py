@@ -116,18 +116,28 @@ def check_resources(tcfg: Any) -> None:
 
 def initial_codec(cfg: DictConfig, phase: str, init_weights: str | None, storage: Storage) -> Codec:
     """The model training starts from (its weights are copied into every worker)."""
-    source = init_weights or (cfg.codec.weights if get_phase(phase).starts_from_codec_weights else None)
-    source = None if source == SCRATCH else source
+    start = starting_weights(cfg, phase, init_weights)
     section = cfg.codecs.get(cfg.codec.name.replace("-", "_"))
     arch = architecture_options(cfg.codec.name, OmegaConf.to_container(section, resolve=True) if section else {})
-    if source is None:
+    if start is None:
         torch.manual_seed(int(cfg.seed))  # the same untrained start on every run
         codec = create_codec(cfg.codec.name, **arch)
     else:  # a trained model keeps its architecture; options it predates come from codecs.<name>
-        codec = CodecStore(storage=storage).load(cfg.codec.name, source).with_options(**arch)
+        codec = CodecStore(storage=storage).load(cfg.codec.name, *start).with_options(**arch)
     trainable_names(codec, list(cfg.train.trainable))  # a name that matches nothing fails before Ray Train
     parameters_named(codec, list(cfg.train.lr_by_parameter), "train.lr_by_parameter")
     return codec
+
+
+def starting_weights(cfg: DictConfig, phase: str, init_weights: str | None) -> tuple[str, int | None] | None:
+    """(weights, bundled level) of the model training starts from: ``--init``, else the codec
+    reference ``codec.*`` (level included, as everywhere else) in a phase that starts from it;
+    None for an untrained model."""
+    if init_weights:
+        return None if init_weights == SCRATCH else (init_weights, None)
+    if get_phase(phase).starts_from_codec_weights:
+        return cfg.codec.weights, cfg.codec.level
+    return None
 
 
 def ray_storage(cfg: DictConfig, dest: str, storage: Storage) -> tuple[str, Any]:
