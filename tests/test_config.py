@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_defaults_file_matches_the_schema():
     """configs/default.yaml is the schema's defaults written out, interpolations kept (regenerate:
-    python -c "from facezip.infra.config import config_to_yaml; from facezip.pipelines.config import default_config;
-    print(config_to_yaml(default_config(), False), end='')")."""
+    python -c "from facezip.infra.config import *; from facezip.pipelines.config import *; print(
+    config_to_yaml(default_config(), False), end='')" > configs/default.yaml)."""
     assert (REPO / "configs" / "default.yaml").read_text() == config_to_yaml(default_config(), resolve=False)
 
 
