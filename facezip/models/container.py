@@ -1,4 +1,4 @@
-"""The headers of facezip's two containers, and the xz stage both use. Byte layouts in ARCHITECTURE.md.
+"""The headers of facezip's two containers, and the xz stage both use. Byte layouts in FORMATS.md.
 
 A ``.fz`` file spells out its ``FzHeader`` (codec name, weights hash, size); an archive record
 carries only a version byte and a CRC32 that covers the header its index row holds, so a record

@@ -3,7 +3,7 @@
 An archive root holds ``shards/NNNNN.xz`` (one xz stream of records, ``xzblock.py``), ``index/NNNNN.parquet``
 (one row per record of that shard; its presence is what commits the shard),
 ``stats/NNNNN.json`` (per-shard counts, failures, duration), ``manifests/<run>.json`` and
-``_SUCCESS.json``. Byte layout in ARCHITECTURE.md.
+``_SUCCESS.json``. Byte layout in FORMATS.md.
 """
 
 from __future__ import annotations
