@@ -199,8 +199,8 @@ def test_codecs_key_their_default_lmbda_by_a_loss_they_train_on():
 
 
 @pytest.mark.parametrize("phase, init, start", [
-    ("finetune", None, ("bundled", 2)),  # the codec reference, its level included
-    ("finetune", "w.pt", ("w.pt", None)),
+    ("finetune", None, ("bundled", 2, None)),  # the codec reference, its level included
+    ("finetune", "w.pt", ("w.pt", None, None)),
     ("pretrain", None, None),
     ("finetune", SCRATCH, None),
 ])

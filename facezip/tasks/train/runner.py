@@ -129,14 +129,15 @@ def initial_codec(cfg: DictConfig, phase: str, init_weights: str | None, storage
     return codec
 
 
-def starting_weights(cfg: DictConfig, phase: str, init_weights: str | None) -> tuple[str, int | None] | None:
-    """(weights, bundled level) of the model training starts from: ``--init``, else the codec
-    reference ``codec.*`` (level included, as everywhere else) in a phase that starts from it;
-    None for an untrained model."""
+def starting_weights(cfg: DictConfig, phase: str,
+                     init_weights: str | None) -> tuple[str, int | None, float | None] | None:
+    """``CodecStore.load``'s (weights, level, quality) of the model training starts from: ``--init``,
+    else the codec reference ``codec.*`` (level and quality included, as everywhere else) in a phase
+    that starts from it; None for an untrained model."""
     if init_weights:
-        return None if init_weights == SCRATCH else (init_weights, None)
+        return None if init_weights == SCRATCH else (init_weights, None, None)
     if get_phase(phase).starts_from_codec_weights:
-        return cfg.codec.weights, cfg.codec.level
+        return cfg.codec.weights, cfg.codec.level, cfg.codec.quality
     return None
 
 
