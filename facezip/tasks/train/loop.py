@@ -20,7 +20,6 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from facezip.models.coding import encode_images, to_uint8
@@ -38,14 +37,13 @@ SHUFFLE_BUFFER_ROWS = 256
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """``train_loop_per_worker``. ``config``: ``cfg`` (resolved config as a dict), ``phase``,
+    """``train_loop_per_worker``. ``config``: ``settings`` (the typed ``train`` section), ``seed``, ``phase``,
     ``codec`` / ``architecture`` / ``init_state`` (the starting weights), ``mlflow``
     (``{"uri", "run_id"}`` or None)."""
-    cfg = OmegaConf.create(config["cfg"])
-    phase, tcfg = config["phase"], cfg.train
+    phase, tcfg = config["phase"], config["settings"]
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    torch.manual_seed(int(cfg.seed) + rank)
+    torch.manual_seed(config["seed"] + rank)
     device = ray.train.torch.get_device()
 
     codec = create_codec(config["codec"], **config["architecture"])
@@ -59,28 +57,28 @@ def train_loop(config: dict[str, Any]) -> None:
     optimizers = make_optimizers(codec, phase, tcfg)
     start_epoch, step = restore(codec, optimizers)
     model = _prepare_model(codec)
-    batches = BatchMaker(phase, int(tcfg.crop_size), int(tcfg.max_image_pixels), masks=codec.masked_loss)
+    batches = BatchMaker(phase, tcfg.crop_size, tcfg.max_image_pixels, masks=codec.masked_loss)
     validator = _Validator(batches, loss_fn, get_phase(phase).val_judges(tcfg), device, config["mlflow"], step) \
         if rank == 0 else None
     if validator and start_epoch == 0:
         validator.run(codec, epoch=0, step=0)  # the untrained baseline, so the curve has a start
 
     shard = ray.train.get_dataset_shard("train")
-    for epoch in range(start_epoch, int(tcfg.epochs)):
+    for epoch in range(start_epoch, tcfg.epochs):
         model.train()
         totals: dict[str, float] = {}
         batch_count = 0
-        for batch in shard.iter_batches(batch_size=int(tcfg.batch_size), batch_format="numpy",
+        for batch in shard.iter_batches(batch_size=tcfg.batch_size, batch_format="numpy",
                                         local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS):
-            if tcfg.max_steps_per_epoch and batch_count >= int(tcfg.max_steps_per_epoch):
+            if tcfg.max_steps_per_epoch and batch_count >= tcfg.max_steps_per_epoch:
                 break
-            warm_up(optimizers[0], step, int(tcfg.warmup_steps))
+            warm_up(optimizers[0], step, tcfg.warmup_steps)
             terms = train_step(model, codec, loss_fn, optimizers, batches(batch, training=True), device,
                                tcfg.clip_grad_norm, tcfg.precision)
             step, batch_count = step + 1, batch_count + 1
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value
-            if validator and step % int(tcfg.log_every_steps) == 0:
+            if validator and step % tcfg.log_every_steps == 0:
                 validator.logger_metrics({f"train_{k}": v for k, v in terms.items()}, step)
                 validator.progress(phase, epoch + 1, step, terms)
         means = {f"epoch_train_{k}": v / max(batch_count, 1) for k, v in totals.items()}

@@ -32,7 +32,7 @@ class Phase:
 
     def settings(self, tcfg: Any) -> Any:
         """``train.<name>``: lr, beta1, weight_decay and the loss's weights."""
-        return tcfg[self.name]
+        return getattr(tcfg, self.name)
 
     def loss(self, tcfg: Any, device: torch.device) -> nn.Module:
         raise NotImplementedError

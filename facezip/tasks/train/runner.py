@@ -160,7 +160,8 @@ def _fit(cfg: DictConfig, phase: str, codec: Codec, training_data, mlflow_target
     storage_path, filesystem = ray_storage(cfg, dest, Storage.from_config(cfg.storage))
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": OmegaConf.to_container(cfg, resolve=True), "phase": phase, "codec": codec.name,
+        train_loop_config={"settings": OmegaConf.to_object(tcfg), "seed": int(cfg.seed), "phase": phase,
+                           "codec": codec.name,
                            "architecture": codec.architecture(), "init_state": buffer.getvalue(),
                            "mlflow": mlflow_target},
         scaling_config=ScalingConfig(num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu,
