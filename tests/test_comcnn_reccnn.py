@@ -68,6 +68,12 @@ def test_one_model_codes_every_quality_and_levels_name_points_of_it(codec):
         create_codec("binarized-cae").at_quality(50)
 
 
+def test_images_of_any_size_down_to_one_pixel_are_padded_and_come_back_whole(codec):
+    faces = [smooth_face()[:1, :1], smooth_face()[:3, :5], smooth_face()[:2, :64]]
+    decoded = decode_files(codec, encode_images(codec, faces))
+    assert [image.shape for image in decoded] == [face.shape for face in faces]
+
+
 def test_a_payload_that_is_not_a_base_codec_file_is_a_clear_error(codec):
     face = smooth_face()
     header, payload = unpack_fz(encode_images(codec, [face])[0])
@@ -128,6 +134,6 @@ def test_a_store_and_evaluate_give_a_variable_rate_model_as_one_curve(tmp_path):
     assert store.load("comcnn-reccnn", str(path), quality=42).quality == 42
     assert store.load("comcnn-reccnn", str(path), level=2).level == 2
     levels = model_levels(ModelEntry("comcnn-reccnn", "comcnn-reccnn", str(path)), store)
-    assert [level.setting for level in levels] == [f"hybrid-l{n}" for n in range(1, 9)]
+    assert [level.label for level in levels] == [f"comcnn-reccnn:hybrid-l{n}" for n in range(1, 9)]
     with pytest.raises(ValueError, match="one rate per weights"):
         store.load("binarized-cae", quality=50)

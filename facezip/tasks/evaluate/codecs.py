@@ -138,8 +138,9 @@ def model_levels(entry: ModelEntry, store: CodecStore) -> list[Level]:
     if not ladder:
         raise ValueError(f"evaluate.models: codec '{entry.codec}' has no bundled rate ladder "
                          f"(give {entry.codec}:bundled or {entry.codec}:PATH)")
-    prefix = "" if entry.weights == BUNDLED else f"{_setting(entry.weights, ladder[1])}-"
-    return [facezip_level(entry.curve, codec, f"{prefix}l{level}") for level, codec in ladder.items()]
+    # weights of a variable-rate codec are a curve of their own, named after them, beside other weights'
+    curve = entry.curve if entry.weights == BUNDLED else f"{entry.curve}:{_setting(entry.weights, ladder[1])}"
+    return [facezip_level(curve, codec, f"l{level}") for level, codec in ladder.items()]
 
 
 def _setting(weights: str, codec: Codec) -> str:
