@@ -137,3 +137,13 @@ def test_a_store_and_evaluate_give_a_variable_rate_model_as_one_curve(tmp_path):
     assert [level.label for level in levels] == [f"comcnn-reccnn:hybrid-l{n}" for n in range(1, 9)]
     with pytest.raises(ValueError, match="one rate per weights"):
         store.load("binarized-cae", quality=50)
+
+
+def test_the_bundled_model_stores_what_plain_avif_would_and_restores_it_better(astronaut):
+    trained = CodecStore().load("comcnn-reccnn", quality=30)
+    untrained = create_codec("comcnn-reccnn", **trained.architecture()).freeze().at_quality(30)
+    face = astronaut[37:197, 144:304]
+    [file], [start] = encode_images(trained, [face]), encode_images(untrained, [face])
+    assert unpack_fz(file)[1] == unpack_fz(start)[1]  # trained with ComCNN kept at its start: the same AVIF
+    restored, upscaled = decode_files(trained, [file])[0], decode_files(untrained, [start])[0]
+    assert psnr(face, restored) > psnr(face, upscaled) + 0.1  # RecCNN adds to what AVIF decoded
