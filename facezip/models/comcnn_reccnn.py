@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from facezip.infra.images import decode_standard, encode_standard
+from facezip.models.coding import to_tensor, to_uint8
 from facezip.models.container import FzFormatError
 from facezip.models.registry import Codec, register_codec
 
@@ -146,8 +146,7 @@ class ComRecCNN(Codec):
 
     def _encode(self, compact: torch.Tensor, qualities: Sequence[float]) -> list[bytes]:
         fmt = BASES[self._arch["base"]][0]
-        pixels = compact.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return [encode_standard(image, fmt, round(q)) for image, q in zip(pixels, qualities)]
+        return [encode_standard(image, fmt, round(q)) for image, q in zip(to_uint8(compact.float()), qualities)]
 
     @staticmethod
     def _decode(files: Sequence[bytes], shape: tuple[int, int]) -> torch.Tensor:
@@ -162,4 +161,4 @@ class ComRecCNN(Codec):
                 raise FzFormatError(f"payload holds a {rgb.shape[0]}×{rgb.shape[1]} image, "
                                     f"a {shape[0]}×{shape[1]} one was expected")
             images.append(rgb)
-        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
+        return to_tensor(images, shape)

@@ -20,7 +20,7 @@ from facezip.infra.images import ImageError, decode_image
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.coding import bits_per_pixel, check_known, decode_file, encode_images
 from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, PAYLOAD_STORED, FzFormatError, read_header, unpack_fz
-from facezip.models.registry import Codec, codec_class
+from facezip.models.registry import Codec, available_codecs, codec_class
 from facezip.models.store import Codecs, CodecStore
 
 
@@ -78,16 +78,17 @@ def decompress_files(codecs: Codecs | CodecStore | None, inputs: Sequence[str], 
     weights needed), named with its format's suffix unless one output file was named."""
     results = [FileResult(src, out) for src, out in zip(inputs, plan_outputs(inputs, output, "" if raw else ".png"))]
     _flag_collisions(results)
+    store = None if raw else CodecStore.of(codecs)
     for result in tqdm([r for r in results if r.ok], desc="decompress", unit="img", disable=not progress):
         try:
             data = storage.read_bytes(result.source)
-            header = read_header(data)[0]
             if raw:
                 payload, suffix, result.bpp = _raw_payload(data, max_pixels)
                 result.output += "" if result.output == output else suffix  # a named output keeps its name
                 _write(result, payload, storage)
                 continue
-            pixels = decode_file(CodecStore.of(codecs).find(header.codec, header.weights_hash), data, max_pixels)
+            header = read_header(data)[0]
+            pixels = decode_file(store.find(header.codec, header.weights_hash), data, max_pixels)
         except (OSError, FzFormatError) as exc:
             result.error = _describe(exc)
             continue
@@ -113,7 +114,8 @@ def describe_file(data: bytes, store: CodecStore | None = None) -> dict[str, obj
     level of the bundled rate ladder that wrote it (when one did)."""
     header, stream, coding = read_header(data)
     level = store.level_of(header.codec, header.weights_hash) if store else None
-    raw = codec_class(header.codec).raw_suffix(stream) if coding == PAYLOAD_STORED else None
+    known = header.codec in available_codecs(fixed=True)  # info still describes files of codecs it lacks
+    raw = codec_class(header.codec).raw_suffix(stream) if coding == PAYLOAD_STORED and known else None
     return {"codec": header.codec, "weights_hash": header.weights_hash,
             **({"bundled_level": level} if level is not None else {}), "height": header.height,
             "width": header.width, "file_bytes": len(data), "payload_bytes": len(stream),
