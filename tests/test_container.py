@@ -10,7 +10,21 @@ import torch
 
 from facezip.models import create_codec
 from facezip.models.coding import decode_file, encode_images
-from facezip.models.container import MAGIC, PAYLOAD_XZ, FzFormatError, FzHeader, crc32, pack_fz, read_header, unpack_fz
+from facezip.models.container import (
+    MAGIC,
+    PAYLOAD_STORED,
+    PAYLOAD_XZ,
+    FzFormatError,
+    FzHeader,
+    crc32,
+    pack_fz,
+    parse_compact,
+    parse_identity,
+    read_header,
+    read_varint,
+    unpack_fz,
+    varint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,24 +39,42 @@ def good(codec) -> bytes:
 
 
 def _header_end(data: bytes) -> int:
-    """Where a version 3 file's payload starts (after the sizes and the CRC32)."""
-    return len(MAGIC) + 3 + data[len(MAGIC) + 2] + 8 + 12 + 4
+    """Where a file's payload starts (after the sizes and any CRC32), read without checking it."""
+    version = data[len(MAGIC)]
+    if version == 4:
+        _, pos = read_varint(data, parse_compact(data, len(MAGIC) + 2)[1], "payload length")
+        return pos + 4
+    _, pos = parse_identity(data, len(MAGIC) + (1 if version == 1 else 2))
+    return pos + 4 + (4 if version == 3 else 0)
+
+
+def zero_payload_after(data: bytes, keep: int) -> bytes:
+    """``data`` with its payload zeroed after the first ``keep`` bytes."""
+    end = _header_end(data) + keep
+    return data[:end] + bytes(len(data) - end)
 
 
 def as_version(data: bytes, version: int) -> bytes:
-    """A version 3 file rewritten as the older version 1 (no coding byte, always xz) or 2 (no CRC32)."""
-    end = _header_end(data)
-    old = bytearray(data[: end - 4] + data[end:])
-    old[len(MAGIC)] = version
-    if version == 1:
-        del old[len(MAGIC) + 1]
-    return bytes(old)
+    """A file rewritten as an older release wrote it: version 3 (the header spelled out, u32 sizes),
+    2 (no CRC32) or 1 (no coding byte either, always xz)."""
+    header, stream, coding = read_header(data)
+    head = MAGIC + bytes([version, coding]) + header.identity() + struct.pack("<I", len(stream))
+    if version == 3:
+        return head + struct.pack("<I", crc32(head, stream)) + stream
+    return (head[:5] + head[6:] if version == 1 else head) + stream
 
 
 def with_crc(data: bytes) -> bytes:
-    """A version 3 file whose CRC32 is recomputed (an edit made by a writer, not by damage)."""
+    """A file whose CRC32 is recomputed (an edit made by a writer, not by damage)."""
     end = _header_end(data)
     return data[: end - 4] + struct.pack("<I", crc32(data[: end - 4], data[end:])) + data[end:]
+
+
+def compact_file(codec_field: bytes, height: int, width: int, stream: bytes = b"x") -> bytes:
+    """A version 4 file with any codec field and sizes (FzHeader refuses to write absurd ones)."""
+    head = MAGIC + bytes([4, PAYLOAD_STORED]) + codec_field + bytes(8) + varint(height) + varint(width) + \
+        varint(len(stream))
+    return head + struct.pack("<I", crc32(head, stream)) + stream
 
 
 def test_header_fields(codec, good):
@@ -51,14 +83,40 @@ def test_header_fields(codec, good):
     assert coding == PAYLOAD_XZ and stream[:6] == b"\xfd7zXZ\x00"  # a standard xz stream
 
 
-def test_stored_payloads_and_version_1_files_read():
+def test_stored_payloads_and_files_of_earlier_versions_read():
     header = FzHeader("binarized-cae", "ab" * 8, 16, 16)
     stored = pack_fz(header, b"rans bytes", stored=True)
     assert unpack_fz(stored) == (header, b"rans bytes")
-    assert unpack_fz(as_version(pack_fz(header, b"codes"), 1)) == (header, b"codes")
+    for version in (1, 2, 3):
+        assert unpack_fz(as_version(pack_fz(header, b"codes"), version)) == (header, b"codes")
     assert unpack_fz(as_version(stored, 2)) == (header, b"rans bytes")
     with pytest.raises(FzFormatError, match="larger than the image can need"):
         unpack_fz(pack_fz(header, bytes(100_000), stored=True))
+
+
+def test_the_compact_header_costs_25_bytes_for_a_face_and_spells_out_unlisted_codecs():
+    face, payload = FzHeader("comcnn-reccnn", "ab" * 8, 160, 160), bytes(800)  # 0.25 bpp
+    assert len(pack_fz(face, payload, stored=True)) - len(payload) == 25  # version 3: 44
+    newer = FzHeader("a-newer-codec", "ab" * 8, 160, 160)
+    assert read_header(pack_fz(newer, payload, stored=True))[0] == newer
+    assert len(pack_fz(newer, payload, stored=True)) - len(payload) == 25 + len("a-newer-codec") + 1
+    big = FzHeader("png", "00" * 8, 65536, 4096)
+    assert read_header(pack_fz(big, b"p", stored=True))[0] == big
+
+
+@pytest.mark.parametrize("codec_field, message", [
+    (bytes([200]), "unknown codec id 200"),
+    (bytes([0, 3]) + "é".encode("latin-1") * 3, "not ASCII"),
+])
+def test_bad_codec_fields_are_named(codec_field, message):
+    with pytest.raises(FzFormatError, match=message):
+        read_header(compact_file(codec_field, 8, 8))
+
+
+def test_an_overlong_varint_is_refused():
+    data = MAGIC + bytes([4, 0, 1]) + bytes(8) + b"\xff\xff\xff\xff\x01" + bytes(12)
+    with pytest.raises(FzFormatError, match="height runs over 4 bytes"):
+        read_header(data)
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -68,9 +126,9 @@ def test_stored_payloads_and_version_1_files_read():
     (lambda d: d[:10], "truncated header"),
     (lambda d: d[:-7], "truncated data"),
     (lambda d: d + b"junk", "stray bytes"),
-    (lambda d: d[: _header_end(d) + 20] + bytes(len(d) - _header_end(d) - 20), "checksum mismatch"),
-    (lambda d: with_crc(d[: _header_end(d) + 20] + bytes(len(d) - _header_end(d) - 20)), "xz data is corrupt"),
-    (lambda d: as_version(d, 2)[: _header_end(d) + 16] + bytes(len(d) - _header_end(d) - 20), "xz data is corrupt"),
+    (lambda d: zero_payload_after(d, 20), "checksum mismatch"),
+    (lambda d: with_crc(zero_payload_after(d, 20)), "xz data is corrupt"),
+    (lambda d: zero_payload_after(as_version(d, 2), 16), "xz data is corrupt"),  # no CRC32 in version 2
 ])
 def test_malformed_files(codec, good, mutate, message):
     with pytest.raises(FzFormatError, match=message):
@@ -96,11 +154,11 @@ def test_payload_size_must_fit_dimensions(codec):
 
 
 @pytest.mark.parametrize("height, width", [(0, 10), (10, 0), (1 << 20, 8), (60000, 60000)])
-def test_absurd_dimensions_refused_before_allocating(codec, good, height, width):
-    pos = _header_end(good) - 16
-    data = with_crc(good[:pos] + struct.pack("<II", height, width) + good[pos + 8 :])
+def test_absurd_dimensions_refused_before_allocating(height, width):
     with pytest.raises(FzFormatError, match="absurd image size"):
-        unpack_fz(data)
+        unpack_fz(compact_file(bytes([1]), height, width))
+    with pytest.raises(FzFormatError, match="absurd image size"):  # and in a version 3 header
+        unpack_fz(MAGIC + bytes([3, 1, 1]) + b"a" + bytes(8) + struct.pack("<III", height, width, 1) + bytes(5))
 
 
 @pytest.mark.parametrize("position", ["header", "payload"])
