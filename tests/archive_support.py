@@ -52,6 +52,11 @@ def command_line(pid: int) -> str:
         return ""
 
 
+def weights_overrides(weights: Path, codec: str = "binarized-cae") -> list[str]:
+    """The overrides that make a command use ``weights`` (not the default codec's)."""
+    return [f"codec.weights={weights}", f"codec.name={codec}"]
+
+
 def write_random_weights(path: Path, codec: str = "binarized-cae") -> Path:
     torch.manual_seed(0)
     model = create_codec(codec)
@@ -80,7 +85,7 @@ def write_crops(folder: Path, count: int, seed: int = 0, prefix: str = "face") -
 
 
 def archive_config(weights: Path, *overrides: str):
-    return load_config([], [f"codec.weights={weights}", "tracking.enabled=false", "device=cpu",
+    return load_config([], [*weights_overrides(weights), "tracking.enabled=false", "device=cpu",
                             "archive.records_per_shard=8", "archive.batch_size=8", "archive.num_actors=1",
                             "ray.progress_bars=false", *overrides])
 

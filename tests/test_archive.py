@@ -15,6 +15,7 @@ from archive_support import (
     archive_config,
     check_shards_are_xz,
     index_rows,
+    weights_overrides,
     write_crops,
     write_detect_output,
     write_random_weights,
@@ -141,7 +142,7 @@ def test_cli_archives_a_detect_output_as_crops_with_identities(ray_local, crops,
     detect_dir = tmp_path / "detect"
     write_detect_output(detect_dir, sorted(crops.glob("*.png"))[:12])
     dest = tmp_path / "archive"
-    overrides = [f"codec.weights={weights}", "tracking.enabled=false", "archive.num_actors=1"]
+    overrides = [*weights_overrides(weights), "tracking.enabled=false", "archive.num_actors=1"]
     assert main(["archive", str(detect_dir), str(dest), *overrides, "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["archived"] == 12
     rows = sorted(index_rows(str(dest)), key=lambda r: r["id"])
@@ -198,7 +199,7 @@ def test_damaged_inputs_are_archived_and_flagged_when_asked(ray_local, crops, we
 
 def test_cli_restore_and_verify(archived, crops, weights, codec, tmp_path, capsys):
     dest, out = archived[0], tmp_path / "out"
-    overrides = [f"codec.weights={weights}", "tracking.enabled=false"]
+    overrides = [*weights_overrides(weights), "tracking.enabled=false"]
     assert main(["restore", str(dest), "--id", "face002", "face030", "-o", str(out), *overrides, "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["face002.png", "face030.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(out / "face030.png")),

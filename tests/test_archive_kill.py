@@ -18,6 +18,7 @@ from archive_support import (
     descendants,
     index_rows,
     shard_bytes,
+    weights_overrides,
     write_crops,
     write_random_weights,
 )
@@ -46,7 +47,7 @@ def setup(ray_local, tmp_path_factory):
 
 def start_archive(root: Path, weights: Path, dest: Path) -> subprocess.Popen:
     """The CLI in its own process with its own local Ray (not the test session's)."""
-    overrides = [f"codec.weights={weights}", "tracking.enabled=false", "ray.address=local", *SETTINGS]
+    overrides = [*weights_overrides(weights), "tracking.enabled=false", "ray.address=local", *SETTINGS]
     return subprocess.Popen([*CLI, "archive", str(root / "crops"), str(dest), *overrides, "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

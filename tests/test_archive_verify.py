@@ -14,7 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from archive_support import archive_config, index_rows, legacy_record, write_crops, write_random_weights
+from archive_support import (
+    archive_config,
+    index_rows,
+    legacy_record,
+    weights_overrides,
+    write_crops,
+    write_random_weights,
+)
 from facezip.cli import main
 from facezip.infra.storage import Storage
 from facezip.models.container import FzHeader
@@ -152,7 +159,7 @@ def test_cli_verify_reports_each_damaged_record_and_fails(archive, pristine, cap
 
 
 def cli_restore(archive: Path, weights: Path, out: Path, *which: str) -> int:
-    return main(["restore", str(archive), *which, "-o", str(out), f"codec.weights={weights}",
+    return main(["restore", str(archive), *which, "-o", str(out), *weights_overrides(weights),
                  "tracking.enabled=false", "--quiet"])
 
 

@@ -15,11 +15,11 @@ from facezip.models.loading import weights_to_bytes
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> str:
+def weights(tmp_path_factory) -> list[str]:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("w") / "cae.pt"
     path.write_bytes(weights_to_bytes(create_codec("binarized-cae").freeze()))
-    return f"codec.weights={path}"
+    return [f"codec.weights={path}", "codec.name=binarized-cae"]
 
 
 @pytest.fixture
@@ -38,9 +38,9 @@ def test_damaged_input_is_rejected_unless_accepted(images, tmp_path, weights, ca
     damaged[damaged.rindex(b"IEND") - 5] ^= 0x01  # the IDAT chunk's CRC
     (images / "damaged.png").write_bytes(bytes(damaged))
     out = tmp_path / "fz"
-    assert main(["compress", str(images / "damaged.png"), "-o", str(out) + "/", weights, "--quiet"]) == 1
+    assert main(["compress", str(images / "damaged.png"), "-o", str(out) + "/", *weights, "--quiet"]) == 1
     assert "damaged: CRC error in the 'IDAT' chunk" in capsys.readouterr().err and not out.exists()
-    assert main(["compress", str(images / "damaged.png"), "-o", str(out) + "/", weights, "--quiet",
+    assert main(["compress", str(images / "damaged.png"), "-o", str(out) + "/", *weights, "--quiet",
                  "compress.accept_damaged=true"]) == 0
     assert "damaged, kept as asked: CRC error" in capsys.readouterr().out and (out / "damaged.fz").exists()
 
@@ -48,14 +48,14 @@ def test_damaged_input_is_rejected_unless_accepted(images, tmp_path, weights, ca
 def test_compress_many_with_one_bad_file(images, tmp_path, weights, capsys):
     out = tmp_path / "fz"
     inputs = sorted(str(p) for p in images.iterdir())
-    assert main(["compress", *inputs, "-o", str(out), weights, "--quiet"]) == 1  # one failed
+    assert main(["compress", *inputs, "-o", str(out), *weights, "--quiet"]) == 1  # one failed
     captured = capsys.readouterr()
     assert "broken.jpg: unreadable" in captured.err and "3 of 4 done, 1 failed" in captured.err
     assert "converted greyscale to RGB" in captured.out and "alpha composited on white" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["alpha.fz", "grey.fz", "rgb.fz"]
 
     restored = tmp_path / "png"
-    assert main(["decompress", *sorted(str(p) for p in out.iterdir()), "-o", str(restored), weights, "--quiet"]) == 0
+    assert main(["decompress", *sorted(str(p) for p in out.iterdir()), "-o", str(restored), *weights, "--quiet"]) == 0
     assert Image.open(restored / "rgb.png").size == (80, 64)
     assert Image.open(restored / "grey.png").mode == "RGB"
 
@@ -68,10 +68,10 @@ def test_compress_many_with_one_bad_file(images, tmp_path, weights, capsys):
 
 def test_single_output_file_and_damaged_input(images, tmp_path, weights, capsys):
     target = tmp_path / "one.fz"
-    assert main(["compress", str(images / "rgb.png"), "-o", str(target), weights, "--quiet"]) == 0
+    assert main(["compress", str(images / "rgb.png"), "-o", str(target), *weights, "--quiet"]) == 0
     damaged = tmp_path / "damaged.fz"
     damaged.write_bytes(target.read_bytes()[:-10])
-    assert main(["decompress", str(damaged), str(target), "-o", str(tmp_path / "out"), weights, "--quiet"]) == 1
+    assert main(["decompress", str(damaged), str(target), "-o", str(tmp_path / "out"), *weights, "--quiet"]) == 1
     assert "damaged.fz: truncated data" in capsys.readouterr().err
     assert (tmp_path / "out" / "one.png").is_file()
 
@@ -89,7 +89,7 @@ def test_usage_and_config_errors_exit_2(images, tmp_path, capsys):
 
 
 def test_sample_prints_bpp_and_psnr(tmp_path, weights, capsys):
-    assert main(["sample", "-o", str(tmp_path / "s"), weights]) == 0
+    assert main(["sample", "-o", str(tmp_path / "s"), *weights]) == 0
     out = capsys.readouterr().out
     assert "bpp" in out and "PSNR" in out and (tmp_path / "s" / "restored.png").is_file()
 

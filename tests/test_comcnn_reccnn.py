@@ -4,6 +4,7 @@ to its decode; one model codes at any quality of the base codec."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,15 @@ def test_the_bundled_model_stores_what_plain_avif_would_and_restores_it_better(a
     assert unpack_fz(file)[1] == unpack_fz(start)[1]  # trained with ComCNN kept at its start: the same AVIF
     restored, upscaled = decode_files(trained, [file])[0], decode_files(untrained, [start])[0]
     assert psnr(face, restored) > psnr(face, upscaled) + 0.1  # RecCNN adds to what AVIF decoded
+
+
+def test_the_default_codec_is_the_shipped_model_and_the_papers_is_a_config_away():
+    from facezip.models.registry import architecture_defaults, architecture_options
+    from facezip.pipelines.config import load_config
+
+    cfg = load_config()
+    bundled = CodecStore().load(cfg.codec.name)
+    assert (cfg.codec.name, bundled.architecture()) == ("comcnn-reccnn", architecture_defaults("comcnn-reccnn"))
+    paper = load_config([Path(__file__).parents[1] / "configs" / "comcnn-reccnn-paper.yaml"])
+    options = architecture_options(paper.codec.name, dict(paper.codecs.comcnn_reccnn))
+    assert options == {"base": "jpeg", "half_size": True, "channels": 64, "rec_layers": 20}

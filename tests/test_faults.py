@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from archive_support import CLI
+from archive_support import CLI, weights_overrides
 from conftest import free_port
 from facezip.cli import main
 from facezip.models import create_codec
@@ -66,7 +66,7 @@ def test_full_disk_fails_each_write_clearly_and_leaves_nothing(tmp_path, astrona
     out = tmp_path / "out"
     out.mkdir()
     run = subprocess.run([*CLI, "compress", *(str(tmp_path / f"in{i}.png") for i in range(3)), "-o", str(out),
-                          f"codec.weights={weights}", "--quiet"], capture_output=True, text=True, timeout=300,
+                          *weights_overrides(weights), "--quiet"], capture_output=True, text=True, timeout=300,
                          preexec_fn=_small_file_limit)
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.count("cannot write") == 3 and "0 of 3 done, 3 failed" in run.stderr
@@ -87,7 +87,7 @@ def test_s3_stopping_mid_archive_is_one_line_and_a_rerun_completes(ray_local, no
     server.start()
     storage = Storage(endpoint_url=f"http://127.0.0.1:{port}", max_attempts=1)
     storage.fs("s3://faults")[0].mkdir("faults")
-    args = ["archive", str(tmp_path / "crops"), "s3://faults/archive", f"codec.weights={weights}",
+    args = ["archive", str(tmp_path / "crops"), "s3://faults/archive", *weights_overrides(weights),
             f"storage.endpoint_url={storage.endpoint_url}", "storage.max_attempts=1", "tracking.enabled=false",
             "archive.records_per_shard=4", "archive.batch_size=4", "archive.num_actors=1", "--quiet"]
 
@@ -134,7 +134,7 @@ def test_bucket_deleted_mid_archive_is_one_line_and_a_rerun_completes(ray_local,
     name = bucket.removeprefix("s3://")
     weights = write_random_weights(tmp_path / "random.pt")
     write_crops(tmp_path / "crops", 48, seed=6)
-    args = ["archive", str(tmp_path / "crops"), f"{bucket}/archive", f"codec.weights={weights}",
+    args = ["archive", str(tmp_path / "crops"), f"{bucket}/archive", *weights_overrides(weights),
             f"storage.endpoint_url={storage.endpoint_url}", "storage.max_attempts=1", "tracking.enabled=false",
             "archive.records_per_shard=4", "archive.batch_size=4", "archive.num_actors=1", "--quiet"]
 
@@ -179,7 +179,7 @@ def test_full_disk_mid_archive_is_one_line_leaves_no_debris_and_a_rerun_complete
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
     weights = write_random_weights(tmp_path / "random.pt")
     write_crops(tmp_path / "crops", 64, seed=7)
-    args = lambda dest: ["archive", str(tmp_path / "crops"), str(dest), f"codec.weights={weights}",  # noqa: E731
+    args = lambda dest: ["archive", str(tmp_path / "crops"), str(dest), *weights_overrides(weights),  # noqa: E731
                          "tracking.enabled=false", "archive.records_per_shard=4", "archive.batch_size=4",
                          "archive.num_actors=1", "--quiet"]
     assert main(args(tmp_path / "reference")) == 0

@@ -52,7 +52,8 @@ def codec_from_bytes(data: bytes, source: str, expected_codec: str | None = None
     if not isinstance(blob, dict) or blob.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"{source}: not a facezip weights file (expected format {WEIGHTS_FORMAT})")
     if expected_codec and blob["codec"] != expected_codec:
-        raise ValueError(f"{source}: holds weights of codec '{blob['codec']}', not '{expected_codec}'")
+        raise ValueError(f"{source}: holds weights of codec '{blob['codec']}', not '{expected_codec}' (give "
+                         f"codec.name={blob['codec']})")
     codec = create_codec(blob["codec"], **blob["architecture"])
     codec.load_state_dict(blob["state_dict"])
     codec.metadata = blob.get("metadata", {})

@@ -46,7 +46,7 @@ class TrackingConfig:
 class CodecConfig:
     """The model compress, archive and evaluate use, and train trains."""
 
-    name: str = "binarized-cae"
+    name: str = "comcnn-reccnn"
     # "bundled" (shipped with facezip), a local path, an s3:// URI or models:/<name>/<version>
     weights: str = "bundled"
     # rung of a codec's rate ladder for bundled weights (mean-scale-hyperprior: 1 = fewest bytes …
