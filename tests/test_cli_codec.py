@@ -97,3 +97,11 @@ def test_sample_prints_bpp_and_psnr(tmp_path, weights, capsys):
 def test_config_prints_resolved_tree(capsys):
     assert main(["config", "train.epochs=9"]) == 0
     assert "epochs: 9" in capsys.readouterr().out
+
+
+def test_overrides_are_told_from_paths_and_may_name_keys_with_dashes():
+    from facezip.cli.common import split_overrides
+
+    items = ["faces/", "evaluate.qualities.avif-speed4=[10,50]", "/data/x=1.png", "codec.level=2"]
+    assert split_overrides(items) == (["faces/", "/data/x=1.png"],
+                                      ["evaluate.qualities.avif-speed4=[10,50]", "codec.level=2"])

@@ -160,3 +160,17 @@ def test_the_default_codec_is_the_shipped_model_and_the_papers_is_a_config_away(
     paper = load_config([Path(__file__).parents[1] / "configs" / "comcnn-reccnn-paper.yaml"])
     options = architecture_options(paper.codec.name, dict(paper.codecs.comcnn_reccnn))
     assert options == {"base": "jpeg", "half_size": True, "channels": 64, "rec_layers": 20}
+
+
+def test_the_base_codec_runs_its_thorough_settings_fewer_bytes_for_the_same_decoder(astronaut):
+    from facezip.infra.images import decode_standard, encode_standard
+    from facezip.tasks.evaluate.baselines import get_baseline
+
+    jpeg = create_codec("comcnn-reccnn", base="jpeg", channels=8, rec_layers=3).freeze().at_quality(50)
+    face = astronaut[37:197, 144:304]
+    stored = unpack_fz(encode_images(jpeg, [face])[0])[1]
+    compact = decode_standard(stored)
+    plain = encode_standard(compact, "JPEG", 50)
+    assert len(stored) < 0.9 * len(plain)  # optimised Huffman tables: the same pixels in fewer bytes
+    assert np.array_equal(decode_standard(plain), decode_standard(encode_standard(compact, "JPEG", 50, True)))
+    assert get_baseline("jpeg-optimized").encode(compact, 50) == encode_standard(compact, "JPEG", 50, True)

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from facezip.pipelines.config import load_config
 
-_OVERRIDE = re.compile(r"^[A-Za-z_][\w.\[\]]*=")
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.\[\]-]*=")  # keys may hold dashes: evaluate.qualities.avif-speed4
 
 
 class CommandError(Exception):

@@ -66,11 +66,19 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, accept_damag
         raise ImageError("unreadable", str(exc) or type(exc).__name__) from None
 
 
-def encode_standard(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
+# Slower encoder settings that store the same quality in fewer bytes, measured on 80 px face crops
+# (the compact images of comcnn-reccnn): JPEG's optimised Huffman tables, the same pixels in 16–32 %
+# fewer bytes; AVIF speed 4 instead of Pillow's 6, 3.4 % fewer bytes at equal PSNR for 38 ms an
+# image instead of 9 (speed 0: 5.6 % for 230 ms)
+THOROUGH_OPTIONS = {"JPEG": {"optimize": True}, "AVIF": {"speed": 4}}
+
+
+def encode_standard(rgb: np.ndarray, fmt: str, quality: int, thorough: bool = False) -> bytes:
     """An (H, W, 3) uint8 image as a file of Pillow's format ``fmt`` (JPEG, WEBP, AVIF) at ``quality``
-    (0…100), with the format's defaults otherwise: what a user's own tools would write."""
+    (0…100), with the format's defaults otherwise: what a user's own tools would write; ``thorough``:
+    with THOROUGH_OPTIONS, what the format's encoder does when given the time."""
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, fmt, quality=int(quality))
+    Image.fromarray(rgb).save(buffer, fmt, quality=int(quality), **(THOROUGH_OPTIONS.get(fmt, {}) if thorough else {}))
     return buffer.getvalue()
 
 

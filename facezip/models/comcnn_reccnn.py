@@ -112,7 +112,7 @@ class ComRecCNN(Codec):
         compact = self.compact(x)
         low, high = self.named_qualities[0], self.named_qualities[-1]
         qualities = (low + (high - low) * torch.rand(len(x))).tolist() if self.training else [self.quality] * len(x)
-        files = self._encode(compact.detach(), qualities)
+        files = self._encode(compact.detach(), qualities, thorough=False)  # faster, and near enough to learn from
         decoded = self._decode(files, tuple(compact.shape[-2:])).to(x.device, x.dtype)
         through = compact + (decoded - compact).detach()  # the codec-free approximation for ComCNN's gradient
         bits = torch.tensor([8.0 * len(f) for f in files], device=x.device)
@@ -120,7 +120,7 @@ class ComRecCNN(Codec):
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> list[bytes]:
-        return self._encode(self.compact(x), [self.quality] * len(x))
+        return self._encode(self.compact(x), [self.quality] * len(x), thorough=True)
 
     @torch.no_grad()
     def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
@@ -148,9 +148,11 @@ class ComRecCNN(Codec):
         base = cls.payload_base(payload)
         return BASES[base][1] if base else None
 
-    def _encode(self, compact: torch.Tensor, qualities: Sequence[float]) -> list[bytes]:
+    def _encode(self, compact: torch.Tensor, qualities: Sequence[float], thorough: bool) -> list[bytes]:
+        """The base codec's files; ``thorough``: its slower settings (fewer bytes, the same decoder)."""
         fmt = BASES[self._arch["base"]][0]
-        return [encode_standard(image, fmt, round(q)) for image, q in zip(to_uint8(compact.float()), qualities)]
+        images = to_uint8(compact.float())
+        return [encode_standard(image, fmt, round(q), thorough) for image, q in zip(images, qualities)]
 
     @staticmethod
     def _decode(files: Sequence[bytes], shape: tuple[int, int]) -> torch.Tensor:

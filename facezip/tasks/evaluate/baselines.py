@@ -57,7 +57,11 @@ def get_baseline(name: str) -> Baseline:
     return baseline
 
 
-# Pillow's formats: (baseline, Pillow format, PIL.features name: a Pillow may be built without it)
-for _name, _format, _feature in (("jpeg", "JPEG", "jpg"), ("webp", "WEBP", "webp"), ("avif", "AVIF", "avif")):
+# Pillow's formats (baseline, Pillow format, PIL.features name: a Pillow may be built without it,
+# thorough): as a user's tools write them, and with the slower settings comcnn-reccnn's base codec
+# uses (THOROUGH_OPTIONS), to tell its gain over its base codec from what the settings give
+for _name, _format, _feature, _thorough in (
+        ("jpeg", "JPEG", "jpg", False), ("webp", "WEBP", "webp", False), ("avif", "AVIF", "avif", False),
+        ("jpeg-optimized", "JPEG", "jpg", True), ("avif-speed4", "AVIF", "avif", True)):
     register_baseline(_name, available=partial(features.check, _feature))(
-        lambda image, quality, fmt=_format: encode_standard(image, fmt, quality))
+        lambda image, quality, fmt=_format, thorough=_thorough: encode_standard(image, fmt, quality, thorough))
