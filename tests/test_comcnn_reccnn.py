@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import psnr
 from facezip.infra.storage import Storage
-from facezip.models import create_codec
+from facezip.models import base_file, create_codec
 from facezip.models.coding import decode_files, encode_images
 from facezip.models.container import FzFormatError, FzHeader, pack_fz, unpack_fz
 from facezip.models.loading import weights_to_bytes
@@ -38,10 +38,12 @@ def codec(request):
     return create_codec("comcnn-reccnn", base=request.param, channels=8, rec_layers=3).freeze()
 
 
-def test_the_payload_is_the_base_codecs_file_at_half_size(codec):
+def test_the_payload_is_the_base_codecs_file_at_half_size_its_header_deflated(codec):
     face = smooth_face()
     header, payload = unpack_fz(encode_images(codec, [face])[0])
-    with Image.open(io.BytesIO(payload)) as opened:
+    file = base_file.unpack(payload)
+    assert len(payload) < len(file) - 150  # the ~300 bytes of header before the coded data, deflated
+    with Image.open(io.BytesIO(file)) as opened:
         assert opened.format == BASES[codec.architecture()["base"]]
         assert opened.size == (32, 32)
     assert (header.height, header.width) == (64, 64)
@@ -84,6 +86,11 @@ def test_a_payload_that_is_not_a_base_codec_file_is_a_clear_error(codec):
     wrong_size = pack_fz(FzHeader(header.codec, header.weights_hash, 80, 64), payload, stored=True)
     with pytest.raises(FzFormatError, match="32×32 image, a 40×32 one was expected"):
         decode_files(codec, [wrong_size])
+    for damaged, message in ((payload[:2] + b"\xff" * 8 + payload[10:], "deflated .* header is corrupt"),
+                             (payload[:1] + b"\x09" + payload[2:], "no known base codec"),
+                             (payload[:6], "truncated")):
+        with pytest.raises(FzFormatError, match=message):
+            decode_files(codec, [pack_fz(FzHeader(header.codec, header.weights_hash, 64, 64), damaged, stored=True)])
 
 
 def test_decompress_raw_writes_the_payload_untouched_for_any_viewer(codec, tmp_path):
@@ -95,7 +102,7 @@ def test_decompress_raw_writes_the_payload_untouched_for_any_viewer(codec, tmp_p
     suffix = {"jpeg": ".jpg", "avif": ".avif"}[codec.architecture()["base"]]
     assert raw.ok and raw.output.endswith("face" + suffix)
     written = (tmp_path / "raw" / f"face{suffix}").read_bytes()
-    assert written == unpack_fz((tmp_path / "fz" / "face.fz").read_bytes())[1]
+    assert written == base_file.unpack(unpack_fz((tmp_path / "fz" / "face.fz").read_bytes())[1])
     with Image.open(io.BytesIO(written)) as opened:
         assert opened.convert("RGB").size == (32, 32)
 
@@ -122,7 +129,7 @@ def test_training_pass_trains_both_networks_on_the_real_codecs_output():
 def test_without_half_size_the_base_codec_sees_the_whole_image():
     codec = create_codec("comcnn-reccnn", base="jpeg", half_size=False, channels=8, rec_layers=3).freeze()
     _, payload = unpack_fz(encode_images(codec, [smooth_face()])[0])
-    with Image.open(io.BytesIO(payload)) as opened:
+    with Image.open(io.BytesIO(base_file.unpack(payload))) as opened:
         assert opened.size == (64, 64)
     assert codec.com is None and codec.pad_multiple == 1
 
@@ -168,7 +175,7 @@ def test_the_base_codec_runs_its_thorough_settings_fewer_bytes_for_the_same_deco
 
     jpeg = create_codec("comcnn-reccnn", base="jpeg", channels=8, rec_layers=3).freeze().at_quality(50)
     face = astronaut[37:197, 144:304]
-    stored = unpack_fz(encode_images(jpeg, [face])[0])[1]
+    stored = base_file.unpack(unpack_fz(encode_images(jpeg, [face])[0])[1])
     compact = decode_standard(stored)
     plain = encode_standard(compact, "JPEG", 50)
     assert len(stored) < 0.9 * len(plain)  # optimised Huffman tables: the same pixels in fewer bytes

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facezip.infra.images import decode_standard, encode_standard
+from facezip.models import base_file
 from facezip.models.coding import to_tensor, to_uint8
 from facezip.models.container import FzFormatError
 from facezip.models.registry import Codec, register_codec
@@ -115,19 +116,20 @@ class ComRecCNN(Codec):
         files = self._encode(compact.detach(), qualities, thorough=False)  # faster, and near enough to learn from
         decoded = self._decode(files, tuple(compact.shape[-2:])).to(x.device, x.dtype)
         through = compact + (decoded - compact).detach()  # the codec-free approximation for ComCNN's gradient
-        bits = torch.tensor([8.0 * len(f) for f in files], device=x.device)
+        bits = torch.tensor([8.0 * len(base_file.pack(f, self._arch["base"])) for f in files], device=x.device)
         return {"x_hat": self.restore(through, tuple(x.shape[-2:])), "bits": bits}
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor) -> list[bytes]:
-        return self._encode(self.compact(x), [self.quality] * len(x), thorough=True)
+        files = self._encode(self.compact(x), [self.quality] * len(x), thorough=True)
+        return [base_file.pack(f, self._arch["base"]) for f in files]
 
     @torch.no_grad()
     def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:
         shape = (size[0] // self.pad_multiple, size[1] // self.pad_multiple)
         for payload in payloads:
             self.check_payload(payload, *size)
-        decoded = self._decode(payloads, shape)
+        decoded = self._decode([base_file.unpack(payload) for payload in payloads], shape)
         return self.restore(decoded.to(next(self.parameters()).device), size)
 
     @classmethod
@@ -137,16 +139,19 @@ class ComRecCNN(Codec):
 
     @staticmethod
     def payload_base(payload: bytes) -> str | None:
-        """The base codec whose file ``payload`` is, by its signature; None for neither."""
+        """The base codec whose file ``payload`` holds, packed (base_file) or plain (earlier releases),
+        by its signature; None for neither."""
+        if payload[:1] == bytes([base_file.TAG]):
+            return base_file.packed_base(payload)
         for base, (_, _, magic) in BASES.items():
             if payload[:len(magic)] == magic or payload[4:4 + len(magic)] == magic:
                 return base
         return None
 
     @classmethod
-    def raw_suffix(cls, payload: bytes) -> str | None:
+    def raw_file(cls, payload: bytes) -> tuple[bytes, str] | None:
         base = cls.payload_base(payload)
-        return BASES[base][1] if base else None
+        return (base_file.unpack(payload), BASES[base][1]) if base else None
 
     def _encode(self, compact: torch.Tensor, qualities: Sequence[float], thorough: bool) -> list[bytes]:
         """The base codec's files; ``thorough``: its slower settings (fewer bytes, the same decoder)."""

@@ -139,9 +139,9 @@ class Codec(nn.Module, ABC):
         return view
 
     @classmethod
-    def raw_suffix(cls, payload: bytes) -> str | None:
-        """The file suffix (``.jpg``, ``.avif``) when ``payload`` is itself a standard image file that
-        any viewer opens (``decompress --raw``); None for payloads only this codec reads."""
+    def raw_file(cls, payload: bytes) -> tuple[bytes, str] | None:
+        """The standard image file that ``payload`` holds, byte for byte, and its suffix (``.jpg``,
+        ``.avif``), for any viewer (``decompress --raw``); None for payloads only this codec reads."""
         return None
 
     def freeze(self) -> "Codec":

@@ -98,15 +98,15 @@ def decompress_files(codecs: Codecs | CodecStore | None, inputs: Sequence[str], 
 
 
 def _raw_payload(data: bytes, max_pixels: int) -> tuple[bytes, str, float]:
-    """``(payload, its file suffix, bpp)`` of a file whose payload is a standard image file;
+    """``(the standard image file its payload holds, its suffix, bpp)`` of a file of such a codec;
     FzFormatError for one whose payload only its codec reads."""
     header, payload = unpack_fz(data, max_pixels)
     check_known(header.codec)
-    suffix = codec_class(header.codec).raw_suffix(payload)
-    if suffix is None:
+    raw = codec_class(header.codec).raw_file(payload)
+    if raw is None:
         raise FzFormatError(f"written by {header.codec}, whose payload is not a standard image file: --raw needs "
                             "a codec that stores one (comcnn-reccnn)")
-    return payload, suffix, bits_per_pixel(len(data), header.height, header.width)
+    return *raw, bits_per_pixel(len(data), header.height, header.width)
 
 
 def describe_file(data: bytes, store: CodecStore | None = None) -> dict[str, object]:
@@ -115,12 +115,12 @@ def describe_file(data: bytes, store: CodecStore | None = None) -> dict[str, obj
     header, stream, coding = read_header(data)
     level = store.level_of(header.codec, header.weights_hash) if store else None
     known = header.codec in available_codecs(fixed=True)  # info still describes files of codecs it lacks
-    raw = codec_class(header.codec).raw_suffix(stream) if coding == PAYLOAD_STORED and known else None
+    raw = codec_class(header.codec).raw_file(stream) if coding == PAYLOAD_STORED and known else None
     return {"codec": header.codec, "weights_hash": header.weights_hash,
             **({"bundled_level": level} if level is not None else {}), "height": header.height,
             "width": header.width, "file_bytes": len(data), "payload_bytes": len(stream),
             "payload_coding": "stored (entropy-coded by the codec)" if coding == PAYLOAD_STORED else "xz",
-            **({"payload_file": raw.lstrip(".")} if raw else {}),
+            **({"payload_file": raw[1].lstrip(".")} if raw else {}),
             "bpp": round(bits_per_pixel(len(data), header.height, header.width), 4)}
 
 
