@@ -58,7 +58,7 @@ def codec_weights(tmp_path_factory) -> Path:
 
 
 def _config(codec_weights: Path, judge: Path, *extra: str):
-    return load_config([], [f"evaluate.models=[{codec_weights}]", f"evaluate.judges=[{judge}]",
+    return load_config([], [f"evaluate.models=[binarized-cae:{codec_weights}]", f"evaluate.judges=[{judge}]",
                             "evaluate.recognizer_input_size=64", "evaluate.recognizer_normalization=unit",
                             "evaluate.baselines=[jpeg,webp]", "evaluate.jpeg_qualities=[10,50,90]",
                             "evaluate.webp_qualities=[20,80]", "evaluate.detect_faces=false",
@@ -70,7 +70,7 @@ def test_run_on_generated_faces_writes_every_output(faces_dir, codec_weights, ti
     summary = run_evaluate(_config(codec_weights, tiny_judge), str(faces_dir), str(dest))
 
     labels = [level["label"] for level in summary["levels"]]
-    assert labels == ["reference-raw", "facezip-random-cae", "jpeg-q10", "jpeg-q50", "jpeg-q90", "webp-q20", "webp-q80"]
+    assert labels == ["reference-raw", "binarized-cae-random-cae", "jpeg-q10", "jpeg-q50", "jpeg-q90", "webp-q20", "webp-q80"]
     (judge,) = summary["judges"]
     assert judge["name"] == tiny_judge.stem == summary["headline_judge"] and judge["measure"] == "cosine"
     assert "TorchScript" in judge["description"] and str(tiny_judge) in judge["description"]
@@ -88,12 +88,12 @@ def test_run_on_generated_faces_writes_every_output(faces_dir, codec_weights, ti
         assert level["verification_pairs"] == 8 and level["nn_faces"] == 12
         assert 0.0 <= level[f"identity.{tiny_judge.stem}.verification_accuracy"] <= 1.0
         assert level["bpp_min"] <= level["bpp_mean"] <= level["bpp_max"]
-    facezip = by_label["facezip-random-cae"]
+    facezip = by_label["binarized-cae-random-cae"]
     assert facezip["size_mb"] == pytest.approx(facezip["bpp_mean"] * 64 * 64 * 12 / 8 / 1e6)
 
     bd = {(row["codec"], row["metric"]): row for row in summary["bjontegaard"]}
     judged = (f"identity.{tiny_judge.stem}.mean_cosine", f"identity.{tiny_judge.stem}.verification_accuracy")
-    assert set(bd) == {(c, m) for c in ("facezip", "webp") for m in ("psnr", "ms_ssim", *judged)}
+    assert set(bd) == {(c, m) for c in ("binarized-cae", "webp") for m in ("psnr", "ms_ssim", *judged)}
     assert isinstance(bd[("webp", "psnr")]["bd_rate_percent"], float)
 
     for name in ("rows.csv", "rows.json", "summary.csv", "summary.json", "bjontegaard.csv", "report.md",
@@ -153,7 +153,7 @@ def test_facenet_judge_mtcnn_and_one_mlflow_run(faces_dir, codec_weights, tmp_pa
     from facenet_pytorch import InceptionResnetV1
 
     torch.save(InceptionResnetV1(pretrained=None).state_dict(), judge)
-    cfg = load_config([], [f"evaluate.models=[{codec_weights}]", f"evaluate.judges=[{judge}]",
+    cfg = load_config([], [f"evaluate.models=[binarized-cae:{codec_weights}]", f"evaluate.judges=[{judge}]",
                            "evaluate.baselines=[jpeg]", "evaluate.jpeg_qualities=[30,90]", "evaluate.max_images=4",
                            f"tracking.uri={mlflow_sqlite}", "tracking.experiment=evaluate-test", "device=cpu"])
     summary = run_evaluate(cfg, str(faces_dir), str(tmp_path / "eval"))
@@ -182,13 +182,13 @@ def test_facenet_judge_mtcnn_and_one_mlflow_run(faces_dir, codec_weights, tmp_pa
 
 def test_cli_evaluate(faces_dir, codec_weights, tiny_judge, tmp_path, capsys):
     dest = tmp_path / "cli-eval"
-    status = main(["evaluate", str(faces_dir), str(dest), "--codec", str(codec_weights), "--baselines", "jpeg",
-                   "--judge", str(tiny_judge), "evaluate.jpeg_qualities=[20,80]",
+    status = main(["evaluate", str(faces_dir), str(dest), "--codec", f"binarized-cae:{codec_weights}",
+                   "--baselines", "jpeg", "--judge", str(tiny_judge), "evaluate.jpeg_qualities=[20,80]",
                    "evaluate.recognizer_input_size=64", "evaluate.detect_faces=false", "tracking.enabled=false"])
     out = capsys.readouterr().out
     assert status == 0
     assert f"judge {tiny_judge.stem} (headline): TorchScript" in out
-    assert "jpeg-q80" in out and "facezip-random-cae" in out
+    assert "jpeg-q80" in out and "binarized-cae-random-cae" in out
     assert (dest / "report.md").is_file() and (dest / "_SUCCESS.json").is_file()
     assert main(["evaluate", str(tmp_path / "missing"), str(dest), "tracking.enabled=false"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
