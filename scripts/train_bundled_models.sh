@@ -109,16 +109,30 @@ if [ "$WHAT" = comcnn-reccnn ] || [ "$WHAT" = all ]; then
   # dB), so train.trainable=[rec]. Stopped by hand after epoch 6 (900 steps, ~1.8 s/step, 35 min);
   # the weights are the epoch-6 checkpoint. The same run with half_size=false (RecCNN restoring
   # AVIF's own full-size decode), 1 worker beside it, had its best validation at epoch 2 (300 steps).
-  CRC="--init scratch codec.name=comcnn-reccnn codecs.comcnn_reccnn.base=avif codecs.comcnn_reccnn.channels=32 \
+  CRC="codec.name=comcnn-reccnn codecs.comcnn_reccnn.base=avif codecs.comcnn_reccnn.channels=32 \
     codecs.comcnn_reccnn.rec_layers=12 train.precision=bf16 train.batch_size=8 train.crop_size=160 \
     train.val_fraction=0.03 train.max_steps_per_epoch=150 train.lr=0.0003 train.warmup_steps=50 \
     train.finetune.beta1=0.9 train.finetune.weight_decay=0 train.lmbda=2000 train.finetune.face_weight=2 \
     train.registered_model_name=facezip-comcnn-reccnn"
   finished "$RUNS/crc-avif" || facezip train --phase finetune "$RUNS/mixed-faces" "$RUNS/crc-avif" $TRAIN $CRC \
-    train.trainable=[rec] train.epochs=6
+    --init scratch train.trainable=[rec] train.epochs=6
   finished "$RUNS/crc-avif-full" || facezip train --phase finetune "$RUNS/mixed-faces" "$RUNS/crc-avif-full" $TRAIN \
-    $CRC codecs.comcnn_reccnn.half_size=false train.epochs=2
+    $CRC --init scratch codecs.comcnn_reccnn.half_size=false train.epochs=2
   cp "$RUNS/crc-avif/weights/comcnn-reccnn.pt" "$WEIGHTS/comcnn-reccnn.pt"
+  # The paper's base, JPEG (not bundled; measured in the #15 note): the AVIF model's RecCNN moved to
+  # base=jpeg, then 300 steps on JPEG's output (validation flat after epoch 2 of 3; stopped there).
+  [ -f "$RUNS/crc-jpeg-start.pt" ] || python - "$RUNS/crc-avif/weights/comcnn-reccnn.pt" "$RUNS/crc-jpeg-start.pt" <<'PY'
+import sys
+from facezip.models import create_codec
+from facezip.models.loading import load_codec, weights_to_bytes
+avif = load_codec("comcnn-reccnn", sys.argv[1])
+jpeg = create_codec("comcnn-reccnn", **{**avif.architecture(), "base": "jpeg"})
+jpeg.load_state_dict(avif.state_dict())
+open(sys.argv[2], "wb").write(weights_to_bytes(jpeg.freeze(), {"note": "RecCNN trained on AVIF's output"}))
+PY
+  finished "$RUNS/crc-jpeg" || facezip train --phase finetune "$RUNS/mixed-faces" "$RUNS/crc-jpeg" $TRAIN $CRC \
+    --init "$RUNS/crc-jpeg-start.pt" train.trainable=[rec] train.epochs=2 \
+    train.registered_model_name=facezip-comcnn-reccnn-jpeg
 fi
 
 if [ "$WHAT" != binarized ] && [ "$WHAT" != masked-cvae ] && [ "$WHAT" != comcnn-reccnn ]; then

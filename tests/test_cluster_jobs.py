@@ -136,13 +136,14 @@ def _check_demo_outputs(root: Path) -> None:
     faces = done["detect"]["faces"]
     assert 8 <= faces <= 12 and done["detect"]["inputs"] == 12
     assert done["pretrain"]["metrics"]["step"] == done["finetune"]["metrics"]["step"] == 2
-    assert done["finetune"]["weights"] == str(root / "finetune" / "weights" / "binarized-cae.pt")
+    assert done["finetune"]["weights"] == str(root / "finetune" / "weights" / "comcnn-reccnn.pt")  # the default
     assert done["archive"]["archived"] == faces and done["archive"]["model"] == done["finetune"]["weights"]
     assert pq.read_table(root / "archive" / "index").num_rows == faces
     assert done["verify"]["ok"] is True and done["verify"]["records"] == faces
     with open(root / "evaluate" / "summary.csv", newline="") as table:
         rows = {row["label"]: row for row in csv.DictReader(table)}
-    assert list(rows) == ["reference-raw", "facezip-binarized-cae", "jpeg-q10", "jpeg-q90"]
+    curve = [f"facezip:comcnn-reccnn-l{level}" for level in range(1, 9)]  # one model, its eight named qualities
+    assert list(rows) == ["reference-raw", *curve, "jpeg-q10", "jpeg-q90"]
     assert all(int(row["images"]) == 12 for row in rows.values())
     assert float(rows["jpeg-q10"]["bpp_mean"]) < float(rows["jpeg-q90"]["bpp_mean"])
 
