@@ -28,8 +28,7 @@ ENCODED_SCHEMA = pa.schema([
     ("version", pa.int32()), ("record", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
     ("payload_bytes", pa.int64()), ("codec", pa.string()), ("model", pa.string()), ("weights_hash", pa.string()),
     ("level", pa.int32()), ("quality", pa.float32()), ("identity_similarity", pa.float32()),
-    ("lossless_fallback", pa.bool_()),
-    ("identity_scores", IDENTITY_SCORES), ("raised_by", pa.list_(pa.string())),
+    ("lossless_fallback", pa.bool_()), ("identity_scores", IDENTITY_SCORES), ("raised_by", pa.list_(pa.string())),
 ])
 
 

@@ -42,8 +42,8 @@ class ArchivedFace:
     identity_scores: dict[str, float] | None = None  # judge → its measure of the stored face vs the original
     identity_similarity: float | None = None  # the facenet judge's cosine (the index column predating judges)
     lossless_fallback: bool = False
-    # the judges that failed the face at the start rung: non-empty exactly when it was stored
-    # above the start rung (or lossless)
+    # the judges that failed the face at the start rung (or lowest quality searched): non-empty
+    # exactly when it was stored above it (or lossless)
     raised_by: list[str] = field(default_factory=list)
     note: str | None = None  # for the index's notes: a rate target not met
 

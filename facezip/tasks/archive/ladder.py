@@ -25,8 +25,8 @@ class Rung:
 
 def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
     """The start rung first; with ``archive.identity_floor`` over a ladder every higher rung after it,
-    lowest rate first. A variable-rate codec's floor starts at its lowest quality unless
-    ``codec.level`` or ``codec.quality`` names a higher one."""
+    lowest rate first. A search over a variable-rate codec's quality (its floor, ``--bpp``) starts
+    at the lowest quality unless ``codec.level`` or ``codec.quality`` names a higher one."""
     floor = cfg.archive.identity_floor
     store = _store(cfg, storage)
     name, weights, level, quality = cfg.codec.name, cfg.codec.weights, cfg.codec.level, cfg.codec.quality
@@ -37,7 +37,7 @@ def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
             raise ValueError(f"codec.level={start} is not a rung of archive.ladder (levels 1..{len(rungs)})")
         chosen = rungs[start - 1 :]
     elif not floor or search_steps(cfg) is not None:
-        if floor and level is None and quality is None:
+        if search_steps(cfg) is not None and level is None and quality is None:  # a search from the lowest up
             quality = codec_class(name).quality_range[0]
         codec = store.load(name, weights, level, quality)
         return [Rung(codec.level, weights, codec)]
