@@ -70,7 +70,8 @@ def test_run_on_generated_faces_writes_every_output(faces_dir, codec_weights, ti
     summary = run_evaluate(_config(codec_weights, tiny_judge), str(faces_dir), str(dest))
 
     labels = [level["label"] for level in summary["levels"]]
-    assert labels == ["reference-raw", "binarized-cae-random-cae", "jpeg-q10", "jpeg-q50", "jpeg-q90", "webp-q20", "webp-q80"]
+    assert labels == ["reference-raw", "binarized-cae-random-cae", "jpeg-q10", "jpeg-q50", "jpeg-q90", "webp-q20",
+                      "webp-q80"]
     (judge,) = summary["judges"]
     assert judge["name"] == tiny_judge.stem == summary["headline_judge"] and judge["measure"] == "cosine"
     assert "TorchScript" in judge["description"] and str(tiny_judge) in judge["description"]

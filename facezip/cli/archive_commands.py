@@ -28,13 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     archive.add_argument("args", nargs="+", metavar="SRC DEST [KEY=VALUE ...]")
     archive.add_argument("--incremental", action="store_true",
                          help="nightly mode: add only inputs whose source URI and content are not archived yet")
-    add_rate_arguments(archive)
+    add_rate_arguments(archive, target=True)
     archive.add_argument("--min-identity", nargs="*", metavar="JUDGE[=T]",
                          help="identity floor: faces whose decode some judge finds too far from the original go up "
                               "the rate ladder, after the top rung lossless PNG. Alone: archive.judges (default "
                               "dlib-resnet, the independent judge) at archive.thresholds; or name the judges, each "
                               "with its own threshold in its own measure: dlib-resnet=0.3 (distance, at most), "
-                              "facenet=0.85 (cosine, at least)")
+                              "facenet=0.85 (cosine, at least). A variable-rate codec (comcnn-reccnn) bisects its "
+                              "quality instead, from the lowest (or --level/--quality) up, archive.floor_steps rounds")
     archive.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_arguments(archive)
     archive.set_defaults(func=_archive)
@@ -80,6 +81,10 @@ def _archive(args: argparse.Namespace) -> int:
         print(f"identity floor {summary['min_identity']}: faces per level {summary['faces_per_level']}, "
               f"{summary['raised_faces']} needed a higher level (by judge: {summary['raised_by_judge']}), "
               f"{summary['lossless_fallbacks']} stored lossless; {reached}", file=sys.stderr)
+    if summary["qualities"] is not None:
+        q = summary["qualities"]
+        print(f"qualities of {q['faces']} faces: median {q['median']:g} (p10 {q['p10']:g}, p90 {q['p90']:g}; "
+              f"{q['min']:g}…{q['max']:g})", file=sys.stderr)
     return 1 if summary["rejected"] else 0
 
 

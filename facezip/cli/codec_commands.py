@@ -23,9 +23,10 @@ from facezip.models.coding import bits_per_pixel, decode_file, encode_images
 from facezip.models.container import FzFormatError
 from facezip.models.loading import BUNDLED
 from facezip.models.metrics import psnr
-from facezip.models.registry import Codec
+from facezip.models.quality_search import check_bpp_target
+from facezip.models.registry import Codec, codec_class
 from facezip.models.store import CodecStore
-from facezip.tasks.compress import compress_files, decompress_files, describe_file, sample_face
+from facezip.tasks.compress import BppTarget, compress_files, decompress_files, describe_file, sample_face
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="output directory, or a file name when there is one input")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "compress":
-            add_rate_arguments(parser)
+            add_rate_arguments(parser, target=True)
         else:
             parser.add_argument("--raw", action="store_true",
                                 help="write each file's payload untouched where it is a standard image file "
@@ -100,7 +101,16 @@ def _run(args: argparse.Namespace, work, codec_from_config) -> int:
 def _compress(args: argparse.Namespace) -> int:
     return _run(args, lambda codec, inputs, out, storage, cfg, progress:
                 compress_files(codec, inputs, out, storage, progress=progress,
-                               accept_damaged=cfg.compress.accept_damaged), _load_codec)
+                               accept_damaged=cfg.compress.accept_damaged, target=_bpp_target(cfg)), _load_codec)
+
+
+def _bpp_target(cfg) -> BppTarget | None:
+    """``--bpp`` (codec.bpp), refused for a fixed-rate codec, with a level or quality, or ≤ 0."""
+    try:
+        check_bpp_target(codec_class(cfg.codec.name), cfg.codec.bpp, cfg.codec.level, cfg.codec.quality)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    return None if cfg.codec.bpp is None else BppTarget(cfg.codec.bpp, cfg.codec.bpp_steps)
 
 
 def _decompress(args: argparse.Namespace) -> int:

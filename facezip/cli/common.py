@@ -22,8 +22,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML config file layered over the defaults (repeatable)")
 
 
-def add_rate_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--level N`` / ``--quality Q``: the point of the codec's rate curve to encode at."""
+def add_rate_arguments(parser: argparse.ArgumentParser, target: bool = False) -> None:
+    """``--level N`` / ``--quality Q``: the point of the codec's rate curve to encode at; with
+    ``target``, also ``--bpp B``: each image's own point, by its size."""
     rate = parser.add_mutually_exclusive_group()
     rate.add_argument("--level", type=int, metavar="N",
                       help="named rate N of the codec, 1 = fewest bytes (codec.level): a rung of its bundled rate "
@@ -32,14 +33,19 @@ def add_rate_arguments(parser: argparse.ArgumentParser) -> None:
     rate.add_argument("--quality", type=float, metavar="Q",
                       help="a variable-rate codec's quality, higher = more bytes (codec.quality; comcnn-reccnn: the "
                            "base codec's 1…100)")
+    if target:
+        rate.add_argument("--bpp", type=float, metavar="B",
+                          help="a variable-rate codec's rate target (codec.bpp): each image at the highest quality "
+                               "whose file or record is at most B bits per pixel, found by bisection; the lowest "
+                               "quality, noted, where even that is larger")
 
 
 def apply_rate_arguments(args: argparse.Namespace, cfg: DictConfig) -> DictConfig:
-    """The config with ``--level`` / ``--quality`` applied over it (one replaces the other)."""
-    if getattr(args, "level", None) is not None:
-        cfg.codec.level, cfg.codec.quality = args.level, None
-    if getattr(args, "quality", None) is not None:
-        cfg.codec.level, cfg.codec.quality = None, args.quality
+    """The config with ``--level`` / ``--quality`` / ``--bpp`` applied over it (one replaces the others)."""
+    for flag in ("level", "quality", "bpp"):
+        if getattr(args, flag, None) is not None:
+            cfg.codec.level = cfg.codec.quality = cfg.codec.bpp = None
+            cfg.codec[flag] = getattr(args, flag)
     return cfg
 
 

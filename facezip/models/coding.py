@@ -36,10 +36,18 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def encode_images(codec: Codec, images: Sequence[np.ndarray], batch_size: int = 16) -> list[bytes]:
     """RGB uint8 images → complete ``.fz`` files, in input order."""
-    weights_hash = codec.weights_hash()
-    return [pack_fz(FzHeader(codec.name, weights_hash, *image.shape[:2]), payload, codec.xz_options,
-                   stored=codec.entropy_coded)
-            for image, payload in zip(images, encode_payloads(codec, images, batch_size))]
+    payloads = encode_payloads(codec, images, batch_size)
+    return [pack_file(codec, image, payload) for image, payload in zip(images, payloads)]
+
+
+def header_for(codec: Codec, image: np.ndarray) -> FzHeader:
+    """What a ``.fz`` file or an archive record of ``image`` coded by ``codec`` names."""
+    return FzHeader(codec.name, codec.weights_hash(), *image.shape[:2])
+
+
+def pack_file(codec: Codec, image: np.ndarray, payload: bytes) -> bytes:
+    """The ``.fz`` file of ``codec``'s payload of ``image``."""
+    return pack_fz(header_for(codec, image), payload, codec.xz_options, stored=codec.entropy_coded)
 
 
 @torch.no_grad()

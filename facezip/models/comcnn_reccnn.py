@@ -77,6 +77,7 @@ class ComRecCNN(Codec):
     entropy_coded = True  # the base codec's file is already entropy-coded: xz would only add framing
     quality_range = (1.0, 100.0)
     named_qualities = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 85.0)
+    quality_step = 1.0  # _encode rounds: JPEG and AVIF take integer qualities
     default_quality = 50.0
 
     def __init__(self, base: str = "avif", half_size: bool = True, channels: int = 32, rec_layers: int = 12) -> None:

@@ -53,6 +53,9 @@ class Codec(nn.Module, ABC):
     # None: one rate per weights, and a codec's rates are a ladder of weights files
     quality_range: ClassVar[tuple[float, float] | None] = None
     named_qualities: ClassVar[tuple[float, ...]] = ()
+    # the smallest change of quality that can change a payload (a base codec's integer qualities: 1);
+    # searches over quality step by it. None: any quality in the range codes differently
+    quality_step: ClassVar[float | None] = None
     # the quality ``compress`` encodes at (variable-rate codecs; see ``at_quality``)
     quality: float | None = None
 

@@ -10,6 +10,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -18,8 +19,9 @@ from tqdm import tqdm
 
 from facezip.infra.images import ImageError, decode_image
 from facezip.infra.storage import Storage, is_remote, join
-from facezip.models.coding import bits_per_pixel, check_known, decode_file, encode_images
+from facezip.models.coding import bits_per_pixel, check_known, decode_file, encode_images, pack_file
 from facezip.models.container import DEFAULT_MAX_DECODE_PIXELS, PAYLOAD_STORED, FzFormatError, read_header, unpack_fz
+from facezip.models.quality_search import encode_within_bpp
 from facezip.models.registry import Codec, available_codecs, codec_class
 from facezip.models.store import Codecs, CodecStore
 
@@ -53,20 +55,41 @@ def plan_outputs(inputs: Sequence[str], output: str, suffix: str) -> list[str]:
     return [join(output, PurePosixPath(src).stem + suffix) for src in inputs]
 
 
+@dataclass(frozen=True)
+class BppTarget:
+    """``--bpp``: each file at the highest quality of a variable-rate codec within ``bpp``."""
+
+    bpp: float
+    steps: int  # rounds of bisection (codec.bpp_steps)
+
+
 def compress_files(codec: Codec, inputs: Sequence[str], output: str, storage: Storage,
-                   batch_size: int = 16, progress: bool = True, accept_damaged: bool = False) -> list[FileResult]:
+                   batch_size: int = 16, progress: bool = True, accept_damaged: bool = False,
+                   target: BppTarget | None = None) -> list[FileResult]:
     results = [FileResult(src, out) for src, out in zip(inputs, plan_outputs(inputs, output, ".fz"))]
     _flag_collisions(results)
     with tqdm(total=len(results), desc="compress", unit="img", disable=not progress) as bar:
         for chunk in _chunks([r for r in results if r.ok], batch_size):
             images = [_read_image(r, storage, accept_damaged) for r in chunk]
             readable = [(r, img) for r, img in zip(chunk, images) if img is not None]
-            files = encode_images(codec, [img for _, img in readable], batch_size) if readable else []
-            for (result, image), data in zip(readable, files):
+            files = _encode(codec, [img for _, img in readable], batch_size, target) if readable else []
+            for (result, image), (data, notes) in zip(readable, files):
+                result.notes.extend(notes)
                 _write(result, data, storage)
                 result.bpp = bits_per_pixel(len(data), *image.shape[:2])
             bar.update(len(chunk))
     return results
+
+
+def _encode(codec: Codec, images: list[np.ndarray], batch_size: int,
+            target: BppTarget | None) -> list[tuple[bytes, list[str]]]:
+    """Each image's ``.fz`` file, and with a target what to note: the quality it chose."""
+    if target is None:
+        return [(data, []) for data in encode_images(codec, images, batch_size)]
+    container = partial(pack_file, codec)
+    choices = encode_within_bpp(codec, images, target.bpp, target.steps, batch_size, container)
+    return [(container(image, c.payload), [f"quality {c.quality:g}" + ("" if c.within else
+             f": over the {target.bpp:g} bpp target even at the lowest quality")]) for image, c in zip(images, choices)]
 
 
 def decompress_files(codecs: Codecs | CodecStore | None, inputs: Sequence[str], output: str,

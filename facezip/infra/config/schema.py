@@ -55,6 +55,11 @@ class CodecConfig:
     # a variable-rate codec's quality (comcnn-reccnn: the base codec's 1…100), instead of a named
     # level; `--quality Q` on the command line
     quality: Optional[float] = None
+    # a variable-rate codec's rate target, instead of a level or quality: each image at the highest
+    # quality whose file (compress) or record (archive) is at most this many bits per pixel, found in
+    # bpp_steps rounds of bisection; the lowest quality when even that is larger. `--bpp B`
+    bpp: Optional[float] = None
+    bpp_steps: int = 7  # 7: every integer quality of 1…100 reachable
     # the largest image (in pixels) decompress, restore and verify decode: a file or record that
     # claims more is refused before its payload is touched (4096×4096; a face needs far less)
     max_decode_pixels: int = 16_777_216

@@ -27,6 +27,10 @@ class ArchiveConfig:
     # per judge, in its own measure: dlib-resnet a Euclidean distance (≤), facenet a cosine (≥);
     # defaults measured on LFW-dev pairs by scripts/judge_thresholds.py (README, "identity floor")
     thresholds: dict[str, float] = field(default_factory=lambda: {"dlib-resnet": 0.3, "facenet": 0.85})
+    # a variable-rate codec's floor bisects its quality instead of climbing levels: the lowest quality
+    # (or codec.level's / codec.quality's) first, then this many rounds, then the top if no quality
+    # passed yet; each round encodes, decodes and judges every face still open, in one batch
+    floor_steps: int = 6
     # the rate ladder as weights files, lowest rate first (levels 1..n; codec.level picks the start,
     # default 1); [] = the codec's bundled ladder (rungs from codec.level or its default level up)
     ladder: list[str] = field(default_factory=list)

@@ -16,7 +16,8 @@ import pyarrow as pa
 from facezip.infra.device import resolve_device
 from facezip.infra.images import ImageError, decode_image
 from facezip.models.loading import codec_from_bytes
-from facezip.tasks.archive.floor import Floor, encode_faces
+from facezip.models.registry import Codec
+from facezip.tasks.archive.floor import Floor, RatePlan, encode_faces
 from facezip.tasks.archive.ladder import Rung
 from facezip.tasks.archive.layout import IDENTITY_SCORES, unsafe_id
 
@@ -26,8 +27,8 @@ ENCODED_SCHEMA = pa.schema([
     ("source_sha256", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
     ("version", pa.int32()), ("record", pa.binary()), ("height", pa.int32()), ("width", pa.int32()),
     ("payload_bytes", pa.int64()), ("codec", pa.string()), ("model", pa.string()), ("weights_hash", pa.string()),
-    ("level", pa.int32()), ("identity_similarity", pa.float32()), ("lossless_fallback", pa.bool_()),
-    ("identity_scores", IDENTITY_SCORES), ("raised_by", pa.list_(pa.string())),
+    ("level", pa.int32()), ("quality", pa.float32()), ("identity_similarity", pa.float32()),
+    ("lossless_fallback", pa.bool_()), ("identity_scores", IDENTITY_SCORES), ("raised_by", pa.list_(pa.string())),
 ])
 
 
@@ -37,8 +38,8 @@ class EncoderSettings:
     small actor constructor (Ray warns about, and ships, every byte captured in it)."""
 
     codec: str
-    # ObjectRef of (level, weights reference, weights file) per rung, start rung first: the driver
-    # loaded the files, so actors need neither S3 nor MLflow access
+    # ObjectRef of (level, weights reference, quality, weights file) per rung, start rung first: the
+    # driver loaded the files, so actors need neither S3 nor MLflow access
     rungs: Any
     device: str
     batch_size: int
@@ -47,6 +48,8 @@ class EncoderSettings:
     judges: Any = None  # ObjectRef of the floor's judges (FaceNet's weights are large)
     accept_damaged: bool = False
     versions: Any = None  # ObjectRef of {id: latest version in the archive} (an archive's ids can be millions)
+    search_steps: int | None = None  # bisection rounds over the start rung's quality (RatePlan)
+    bpp: float | None = None  # codec.bpp: each face's rate target
 
 
 class ArchiveEncoder:
@@ -56,11 +59,13 @@ class ArchiveEncoder:
         import ray
 
         device = resolve_device(settings.device)
-        self.rungs = [Rung(level, model, codec_from_bytes(data, model, expected_codec=settings.codec)
-                           .to(device).freeze()) for level, model, data in ray.get(settings.rungs)]
-        self.floor = None
+        rungs = [Rung(level, model, _codec_at(codec_from_bytes(data, model, expected_codec=settings.codec)
+                                              .to(device).freeze(), quality))
+                 for level, model, quality, data in ray.get(settings.rungs)]
+        floor = None
         if settings.judges is not None:
-            self.floor = Floor([judge.to(device) for judge in ray.get(settings.judges)], settings.thresholds)
+            floor = Floor([judge.to(device) for judge in ray.get(settings.judges)], settings.thresholds)
+        self.plan = RatePlan(rungs, floor, settings.search_steps, settings.bpp)
         self.settings = settings
         self.versions: dict[str, int] = ray.get(settings.versions)
 
@@ -69,9 +74,10 @@ class ArchiveEncoder:
         out = [self._classify(row) for row in rows]
         pending = [(o, image) for o, image in out if image is not None]
         if pending:
-            coded = encode_faces(self.rungs, [image for _, image in pending], self.floor, self.settings.batch_size)
+            coded = encode_faces(self.plan, [image for _, image in pending], self.settings.batch_size)
             for (row, image), face in zip(pending, coded):
-                row.update(vars(face), height=image.shape[0], width=image.shape[1])
+                notes = "; ".join(note for note in (row["detail"], face.note) if note) or None
+                row.update(vars(face), height=image.shape[0], width=image.shape[1], detail=notes)
         return pa.Table.from_pylist([o for o, _ in out], schema=ENCODED_SCHEMA)
 
     def _classify(self, row: dict):
@@ -94,3 +100,8 @@ class ArchiveEncoder:
         result.update(status="archived", version=self.versions.get(row["id"], 0) + 1,
                       detail="; ".join(decoded.notes) or None)
         return result, decoded.rgb
+
+
+def _codec_at(codec: Codec, quality: float | None) -> Codec:
+    """A variable-rate rung at the quality the driver chose (weights files hold no quality)."""
+    return codec if quality is None else codec.at_quality(quality)

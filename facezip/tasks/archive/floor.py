@@ -1,22 +1,24 @@
-"""Encoding faces up the rate ladder until every judge still recognises them (``--min-identity``).
+"""How an archive picks each face's rate: one rung, the identity floor (``--min-identity``), or a
+rate target (``--bpp``).
 
-Every face is encoded at the start rung, decoded and embedded by each judge (one extra decode
-and one embedding per judge per face); only the faces that some judge finds too far from the
-original (its threshold, in its own measure) go to the next rung, batched again. After the top
-rung a face is stored as lossless PNG bytes, flagged.
+The floor decodes every face and has each judge embed it (one extra decode and one embedding per
+judge per face). Over a rate ladder (fixed-rate codecs' rungs), only the faces that some judge
+finds too far from the original (its threshold, in its own measure) go to the next rung, batched
+again. A variable-rate codec's floor bisects its quality instead: every face at the lowest quality
+first, then ``archive.floor_steps`` rounds over the faces still open, one batch each, keeping the
+lowest quality checked to pass. A face that fails at the top is stored as lossless PNG bytes, flagged.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from facezip.models.coding import decode_payloads, encode_payloads
-from facezip.models.container import FzHeader
+from facezip.models.coding import decode_payloads, encode_payloads, header_for
 from facezip.models.lossless import LosslessCodec
+from facezip.models.quality_search import Probe, QualitySearch, encode_within_bpp, quality_grid
 from facezip.models.recognizer import FACENET, Recognizer, RecognizerOptions, load_recognizers
 from facezip.models.registry import Codec
 from facezip.tasks.archive.ladder import Rung
@@ -36,12 +38,17 @@ class ArchivedFace:
     weights_hash: str
     model: str
     level: int | None
+    quality: float | None  # a variable-rate codec's quality (None: fixed-rate, or lossless)
     identity_scores: dict[str, float] | None = None  # judge → its measure of the stored face vs the original
     identity_similarity: float | None = None  # the facenet judge's cosine (the index column predating judges)
     lossless_fallback: bool = False
-    # the judges that failed the face at the start rung: non-empty exactly when it was stored
-    # above the start rung (or lossless)
+    # the judges that failed the face at the start rung (or lowest quality searched): non-empty
+    # exactly when it was stored above it (or lossless)
     raised_by: list[str] = field(default_factory=list)
+    note: str | None = None  # for the index's notes: a rate target not met
+
+
+Verdict = tuple[dict[str, float], list[str]]  # a face's score per judge, and the judges it fails
 
 
 @dataclass(frozen=True)
@@ -51,13 +58,18 @@ class Floor:
     judges: Sequence[Recognizer]
     thresholds: dict[str, float]
 
-    def measure(self, originals: dict[str, np.ndarray], decoded: Sequence[np.ndarray],
-                batch_size: int) -> dict[str, np.ndarray]:
-        return {j.name: j.compare(originals[j.name], j.embed(decoded, batch_size)) for j in self.judges}
+    def embed(self, images: Sequence[np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+        return {j.name: j.embed(images, batch_size) for j in self.judges}
 
-    def failing(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Judge → which faces it fails."""
-        return {j.name: ~j.passes(scores[j.name], self.thresholds[j.name]) for j in self.judges}
+    def judge(self, codec: Codec, originals: dict[str, np.ndarray], images: Sequence[np.ndarray],
+              faces: list[int], payloads: list[bytes], batch_size: int) -> list[Verdict]:
+        """Each face's payload decoded (one batch) and compared with its original by every judge."""
+        decoded = decode_payloads(codec, [(header_for(codec, images[i]), p) for i, p in zip(faces, payloads)],
+                                  batch_size)
+        scores = {j.name: j.compare(originals[j.name][faces], j.embed(decoded, batch_size)) for j in self.judges}
+        failing = {j.name: ~j.passes(scores[j.name], self.thresholds[j.name]) for j in self.judges}
+        return [({name: float(s[k]) for name, s in scores.items()}, [name for name, f in failing.items() if f[k]])
+                for k in range(len(faces))]
 
 
 def build_floor(settings, storage) -> Floor | None:
@@ -80,88 +92,103 @@ def build_floor(settings, storage) -> Floor | None:
     return Floor(judges, {judge.name: float(thresholds[judge.name]) for judge in judges})
 
 
-def encode_faces(rungs: Sequence[Rung], images: Sequence[np.ndarray], floor: Floor | None,
-                 batch_size: int) -> list[ArchivedFace]:
-    """``images`` coded at ``rungs[0]``; with a ``floor``, each face at the lowest rung whose
-    decode passes every judge, else lossless."""
-    if floor is None:
-        return [_coded(rungs[0], image, payload)
-                for image, payload in zip(images, encode_payloads(rungs[0].codec, images, batch_size))]
-    originals = {j.name: j.embed(images, batch_size) for j in floor.judges}
+
+
+@dataclass(frozen=True)
+class RatePlan:
+    """How an archive codes each face, from its start rung ``rungs[0]``."""
+
+    rungs: Sequence[Rung]  # with a floor and no search: the ladder it climbs, lowest rate first
+    floor: Floor | None = None
+    search_steps: int | None = None  # bisection rounds over the start rung's quality (a variable-rate codec)
+    bpp: float | None = None  # with search_steps: each face's rate target, instead of a floor
+
+
+def encode_faces(plan: RatePlan, images: Sequence[np.ndarray], batch_size: int) -> list[ArchivedFace]:
+    """``images`` coded as ``plan`` says: at the start rung, at the lowest rung or quality whose
+    decode passes every judge of the floor (else lossless), or within the bpp target."""
+    start = plan.rungs[0]
+    if plan.bpp is not None:
+        return _within_bpp(start, images, plan.bpp, plan.search_steps, batch_size)
+    if plan.floor is None:
+        return [_coded(start, image, payload)
+                for image, payload in zip(images, encode_payloads(start.codec, images, batch_size))]
+    if plan.search_steps is not None:
+        return _bisect(start, images, plan.floor, plan.search_steps, batch_size)
+    return _climb(plan.rungs, images, plan.floor, batch_size)
+
+
+def _climb(rungs: Sequence[Rung], images: Sequence[np.ndarray], floor: Floor, batch_size: int) -> list[ArchivedFace]:
+    originals = floor.embed(images, batch_size)
     out: list[ArchivedFace | None] = [None] * len(images)
     raised_by: dict[int, list[str]] = {}
     todo = list(range(len(images)))
-    for step, rung in enumerate(rungs):
+    for rung in rungs:
         payloads = encode_payloads(rung.codec, [images[i] for i in todo], batch_size)
-        headers = [_header(rung.codec, images[i]) for i in todo]
-        decoded = decode_payloads(rung.codec, list(zip(headers, payloads)), batch_size)
-        scores = floor.measure({name: vectors[todo] for name, vectors in originals.items()}, decoded, batch_size)
-        failing = floor.failing(scores)
-        for k, (i, payload) in enumerate(zip(todo, payloads)):
-            if step == 0:
-                raised_by[i] = [name for name, failed in failing.items() if failed[k]]
-            out[i] = _coded(rung, images[i], payload, {name: float(s[k]) for name, s in scores.items()},
-                            raised_by[i])
-        todo = [i for k, i in enumerate(todo) if any(failed[k] for failed in failing.values())]
+        verdicts = floor.judge(rung.codec, originals, images, todo, payloads, batch_size)
+        for i, payload, (scores, failed) in zip(todo, payloads, verdicts):
+            raised_by.setdefault(i, failed)  # the judges that failed it at the start rung
+            out[i] = _coded(rung, images[i], payload, scores, raised_by[i])
+        todo = [i for i, (_, failed) in zip(todo, verdicts) if failed]
         if not todo:
             break
+    return _lossless(out, todo, images, floor, raised_by, batch_size)
+
+
+def _bisect(start: Rung, images: Sequence[np.ndarray], floor: Floor, steps: int,
+            batch_size: int) -> list[ArchivedFace]:
+    """Each face at the lowest quality from the start rung's up that was checked to pass."""
+    codec = start.codec
+    search = QualitySearch(codec, images, quality_grid(codec, codec.quality, 2**steps + 1), batch_size)
+    originals = floor.embed(images, batch_size)
+    verdicts: dict[Probe, Verdict] = {}
+
+    def fails(probes: list[Probe]) -> list[bool]:
+        judged = floor.judge(codec, originals, images, [i for i, _ in probes], search.encode(probes), batch_size)
+        verdicts.update(zip(probes, judged))
+        return [bool(failed) for _, failed in judged]
+
+    top = len(search.grid) - 1
+    search.check([(i, 0) for i in range(len(images))], fails)  # a face that passes here costs one encode
+    search.bisect(fails, steps)
+    search.check([(i, top) for i, b in enumerate(search.brackets) if b.below < top < b.above], fails)
+    out: list[ArchivedFace | None] = [None] * len(images)
+    raised_by = {i: verdicts[(i, 0)][1] for i in range(len(images))}
+    for i, b in enumerate(search.brackets):
+        if b.above <= top:
+            out[i] = _coded(Rung(None, start.model, search.at(b.above)), images[i], search.payloads[(i, b.above)],
+                            verdicts[(i, b.above)][0], raised_by[i])
+    failed = [i for i, b in enumerate(search.brackets) if b.above > top]
+    return _lossless(out, failed, images, floor, raised_by, batch_size)
+
+
+def _lossless(out: list[ArchivedFace | None], faces: list[int], images: Sequence[np.ndarray], floor: Floor,
+              raised_by: dict[int, list[str]], batch_size: int) -> list[ArchivedFace]:
+    """``out`` with ``faces`` (those no rate kept recognisable) stored as PNG."""
     stored = {j.name: 1.0 if j.higher_is_better else 0.0 for j in floor.judges}  # exact pixels: no distance
-    for i, payload in zip(todo, encode_payloads(LOSSLESS.codec, [images[i] for i in todo], batch_size)):
+    for i, payload in zip(faces, encode_payloads(LOSSLESS.codec, [images[i] for i in faces], batch_size)):
         out[i] = _coded(LOSSLESS, images[i], payload, stored, raised_by[i])
     return out  # type: ignore[return-value]
 
 
-def _header(codec: Codec, image: np.ndarray) -> FzHeader:
-    return FzHeader(codec.name, codec.weights_hash(), *image.shape[:2])
+def _within_bpp(start: Rung, images: Sequence[np.ndarray], bpp: float, steps: int,
+                batch_size: int) -> list[ArchivedFace]:
+    codec = start.codec
+    choices = encode_within_bpp(codec, images, bpp, steps, batch_size,
+                                lambda image, payload: _record(codec, image, payload))
+    return [_coded(Rung(None, start.model, codec.at_quality(c.quality)), image, c.payload,
+                   note=None if c.within else f"over the codec.bpp target {bpp:g} even at the lowest quality "
+                                              f"{c.quality:g}, coded at it")
+            for image, c in zip(images, choices)]
+
+
+def _record(codec: Codec, image: np.ndarray, payload: bytes) -> bytes:
+    return pack_record(header_for(codec, image), payload, codec.xz_options, stored=codec.entropy_coded)
 
 
 def _coded(rung: Rung, image: np.ndarray, payload: bytes, scores: dict[str, float] | None = None,
-           raised_by: list[str] | None = None) -> ArchivedFace:
+           raised_by: list[str] | None = None, note: str | None = None) -> ArchivedFace:
     codec = rung.codec
-    record = pack_record(_header(codec, image), payload, codec.xz_options, stored=codec.entropy_coded)
-    return ArchivedFace(record, len(payload), codec.name, codec.weights_hash(), rung.model, rung.level, scores,
-                        (scores or {}).get(FACENET), rung is LOSSLESS, raised_by or [])
-
-
-@dataclass
-class IdentityTally:
-    """What the floor did over a run: faces per level, raised faces (and by which judge),
-    fallbacks, and each judge's measure of the stored faces."""
-
-    levels: Counter = field(default_factory=Counter)
-    raised: int = 0
-    raised_by: Counter = field(default_factory=Counter)
-    fallbacks: int = 0
-    scores: dict[str, list[float]] = field(default_factory=dict)
-
-    def add(self, row: dict) -> None:
-        if row["lossless_fallback"] or row["level"] is not None:  # no ladder: nothing to count per level
-            self.levels[LOSSLESS.codec.name if row["lossless_fallback"] else str(row["level"])] += 1
-        raised_by = row.get("raised_by") or []
-        self.raised += bool(raised_by)
-        self.raised_by.update(raised_by)
-        self.fallbacks += bool(row["lossless_fallback"])
-        for judge, value in dict(row.get("identity_scores") or {}).items():  # Arrow maps read as pairs
-            self.scores.setdefault(judge, []).append(value)
-
-    def merge(self, other: "IdentityTally") -> None:
-        self.levels.update(other.levels)
-        self.raised += other.raised
-        self.raised_by.update(other.raised_by)
-        self.fallbacks += other.fallbacks
-        for judge, values in other.scores.items():
-            self.scores.setdefault(judge, []).extend(values)
-
-    def summary(self, floor: Floor | None) -> dict:
-        judges = {j.name: j for j in floor.judges} if floor else {}
-        return {"faces_per_level": dict(sorted(self.levels.items())), "raised_faces": self.raised,
-                "raised_by_judge": dict(sorted(self.raised_by.items())), "lossless_fallbacks": self.fallbacks,
-                "identity": {name: _stats(values, judges.get(name)) for name, values in sorted(self.scores.items())}}
-
-
-def _stats(values: list[float], judge: Recognizer | None) -> dict:
-    """Mean and worst value of a judge's measure (the lowest cosine, the largest distance)."""
-    array = np.array(values, dtype=np.float64)
-    worst = array.min() if judge is None or judge.higher_is_better else array.max()
-    return {"measure": judge.measure if judge else None, "mean": round(float(array.mean()), 6),
-            "worst": round(float(worst), 6)}
+    return ArchivedFace(_record(codec, image, payload), len(payload), codec.name, codec.weights_hash(),
+                        rung.model, rung.level, codec.quality, scores, (scores or {}).get(FACENET), rung is LOSSLESS,
+                        raised_by or [], note)

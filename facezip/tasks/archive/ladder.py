@@ -1,5 +1,6 @@
 """Which codecs an archive encodes with (the start rung, and the rungs above it for an identity
-floor) and which it can decode with (every rung the config names, and every bundled model)."""
+floor over a ladder; a variable-rate codec's floor or ``--bpp`` searches the start rung's quality)
+and which it can decode with (every rung the config names, and every bundled model)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from omegaconf import DictConfig
 
 from facezip.infra.storage import Storage
 from facezip.models.loading import BUNDLED
+from facezip.models.quality_search import check_bpp_target
 from facezip.models.registry import Codec, codec_class
 from facezip.models.store import CodecStore
 
@@ -22,21 +24,22 @@ class Rung:
 
 
 def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
-    """The start rung first; with ``archive.identity_floor`` every higher rung after it, lowest rate first."""
+    """The start rung first; with ``archive.identity_floor`` over a ladder every higher rung after it,
+    lowest rate first. A search over a variable-rate codec's quality (its floor, ``--bpp``) starts
+    at the lowest quality unless ``codec.level`` or ``codec.quality`` names a higher one."""
     floor = cfg.archive.identity_floor
     store = _store(cfg, storage)
-    name, weights, level = cfg.codec.name, cfg.codec.weights, cfg.codec.level
-    if cfg.codec.quality is not None and (floor or cfg.archive.ladder):
-        raise ValueError(f"codec.quality={cfg.codec.quality:g} picks one rate; the identity floor and archive.ladder "
-                         "climb named levels: give --level N instead")
+    name, weights, level, quality = cfg.codec.name, cfg.codec.weights, cfg.codec.level, cfg.codec.quality
     if cfg.archive.ladder:
         rungs = _explicit_ladder(cfg, store)
         start = 1 if level is None else level
         if not 1 <= start <= len(rungs):
             raise ValueError(f"codec.level={start} is not a rung of archive.ladder (levels 1..{len(rungs)})")
         chosen = rungs[start - 1 :]
-    elif not floor:
-        codec = store.load(name, weights, level, cfg.codec.quality)
+    elif not floor or search_steps(cfg) is not None:
+        if search_steps(cfg) is not None and level is None and quality is None:  # a search from the lowest up
+            quality = codec_class(name).quality_range[0]
+        codec = store.load(name, weights, level, quality)
         return [Rung(codec.level, weights, codec)]
     else:
         ladder = store.ladder(name, weights)
@@ -50,6 +53,27 @@ def encoding_rungs(cfg: DictConfig, storage: Storage) -> list[Rung]:
                              f"(levels: {', '.join(map(str, ladder))})")
         chosen = [Rung(n, weights, codec) for n, codec in ladder.items() if n >= start]
     return chosen if floor else chosen[:1]
+
+
+def search_steps(cfg: DictConfig) -> int | None:
+    """Bisection rounds over the start rung's quality: ``--bpp``'s, or those of a variable-rate
+    codec's identity floor (no ``archive.ladder``); None: the rate is a rung."""
+    if cfg.codec.bpp is not None:
+        return cfg.codec.bpp_steps
+    variable = codec_class(cfg.codec.name).quality_range is not None
+    return cfg.archive.floor_steps if cfg.archive.identity_floor and variable and not cfg.archive.ladder else None
+
+
+def check_rate_choice(cfg: DictConfig) -> None:
+    """One way to pick the rate: a level or quality, a bpp target, or the floor from a level or quality."""
+    codec, floor, ladder = cfg.codec, cfg.archive.identity_floor, cfg.archive.ladder
+    check_bpp_target(codec_class(codec.name), codec.bpp, codec.level, codec.quality)
+    if codec.bpp is not None and (floor or ladder):
+        raise ValueError("--bpp (codec.bpp) picks each face's rate, as --min-identity (archive.identity_floor) "
+                         "and archive.ladder do: give one of them")
+    if codec.quality is not None and (ladder or floor and codec_class(codec.name).quality_range is None):
+        raise ValueError(f"codec.quality={codec.quality:g} picks one rate; the identity floor and archive.ladder "
+                         "climb named levels: give --level N instead")
 
 
 def decoding_store(cfg: DictConfig, storage: Storage, device="cpu") -> CodecStore:

@@ -41,11 +41,12 @@ INDEX_SCHEMA = pa.schema([
     ("length", pa.int64()), ("height", pa.int32()), ("width", pa.int32()), ("codec", pa.string()),
     ("model", pa.string()), ("weights_hash", pa.string()), ("sha256", pa.string()), ("bpp", pa.float64()),
     ("payload_bytes", pa.int64()), ("archived_at", pa.timestamp("ms", tz="UTC")),
-    # rung of the rate ladder (null: no ladder, or a lossless fallback); FaceNet cosine of the
-    # stored face to its original (null without an identity floor judged by facenet); lossless PNG
-    # instead of a codec; each floor judge's measure of the stored face (dlib-resnet: distance, …)
-    ("level", pa.int32()), ("identity_similarity", pa.float32()), ("lossless_fallback", pa.bool_()),
-    ("identity_scores", IDENTITY_SCORES),
+    # rung of the rate ladder (null: no ladder, a searched quality, or a lossless fallback); the quality
+    # a variable-rate codec coded it at (null: fixed-rate, lossless, or written before the column);
+    # FaceNet cosine of the stored face to its original (null without an identity floor judged by
+    # facenet); lossless PNG instead of a codec; each floor judge's measure of the stored face
+    ("level", pa.int32()), ("quality", pa.float32()), ("identity_similarity", pa.float32()),
+    ("lossless_fallback", pa.bool_()), ("identity_scores", IDENTITY_SCORES),
     # what decoding the input noted: conversions, or damage kept with archive.accept_damaged
     ("notes", pa.string()),
 ])

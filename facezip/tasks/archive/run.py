@@ -20,8 +20,8 @@ from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.loading import weights_to_bytes
 from facezip.tasks.archive.config import ArchiveConfig
 from facezip.tasks.archive.encode import EncoderSettings
-from facezip.tasks.archive.floor import Floor, IdentityTally, build_floor
-from facezip.tasks.archive.ladder import Rung, encoding_rungs
+from facezip.tasks.archive.floor import Floor, build_floor
+from facezip.tasks.archive.ladder import Rung, check_rate_choice, encoding_rungs, search_steps
 from facezip.tasks.archive.layout import (
     INDEX,
     MANIFESTS,
@@ -44,6 +44,7 @@ from facezip.tasks.archive.plan import (
     slice_fingerprint,
 )
 from facezip.tasks.archive.shards import ArchiveWorker, ShardResult
+from facezip.tasks.archive.tally import IdentityTally
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
 
 
@@ -64,7 +65,8 @@ def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
     cfg, storage, dest, settings = ctx.cfg, ctx.storage, ctx.output, ctx.cfg.archive
     rungs = encoding_rungs(cfg, storage)
     floor = build_floor(settings, storage)
-    model = _model_summary(rungs, floor)
+    steps = search_steps(cfg)
+    model = {**_model_summary(rungs, floor), "search_steps": steps, "bpp_target": cfg.codec.bpp}
     reader = open_reader(src, storage)  # a finished detect output reads as its face crops
     listed, listing_sha256 = listing_fingerprint(reader)
     remove_stale_temporaries(dest)
@@ -72,12 +74,13 @@ def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
     planner = Planner(SkipRules.before(dest, storage, incremental, journal.base_shard), storage)
     committed = set(committed_shards(dest, storage)) if resuming else set()
     started = time.monotonic()
-    rung_weights = tuple((r.level, r.model, weights_to_bytes(r.codec, r.codec.metadata)) for r in rungs)
+    rung_weights = tuple((r.level, r.model, r.codec.quality, weights_to_bytes(r.codec, r.codec.metadata))
+                         for r in rungs)
     encoder = EncoderSettings(
         rungs[0].codec.name, ray.put(rung_weights),
         cfg.device, settings.batch_size, settings.max_image_pixels,
         floor.thresholds if floor else None, ray.put(list(floor.judges)) if floor else None,
-        settings.accept_damaged, ray.put(planner.rules.versions))
+        settings.accept_damaged, ray.put(planner.rules.versions), steps, cfg.codec.bpp)
     worker = {"settings": encoder, "root": dest, "storage": storage, "archived_at": journal.archived_at}
     tally = RunTally()
     with tqdm(total=listed, desc="archive", unit="img", disable=not ctx.progress) as bar:
@@ -100,9 +103,15 @@ def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
     return summary
 
 
+def _configure(cfg: DictConfig, arguments: dict) -> DictConfig:
+    """A rate asked for in two ways is refused before Ray starts."""
+    check_rate_choice(cfg)
+    return cfg
+
+
 ARCHIVE_STAGE = StageSpec("archive", archive, ArchiveConfig, result_keys=(
     "inputs", "archived", "skipped", "rejected", "failures", "shards_written", "bytes", "code_bytes", "codec",
-    "model", "weights_hash", "manifest", "shards", "index"))
+    "model", "weights_hash", "manifest", "shards", "index"), configure=_configure)
 
 
 def _jobs(slices: Iterator[InputSlice], journal: Journal, committed: set[int], dest: str, storage: Storage,
@@ -152,6 +161,7 @@ class RunTally:
 def _model_summary(rungs: list[Rung], floor: Floor | None) -> dict:
     """The start rung (as before ladders: codec, model, weights_hash), the floor and the whole ladder."""
     return {"codec": rungs[0].codec.name, "model": rungs[0].model, "level": rungs[0].level,
+            "quality": rungs[0].codec.quality,
             "weights_hash": rungs[0].codec.weights_hash(), "min_identity": floor.thresholds if floor else None,
             "ladder": [{"level": r.level, "model": r.model, "weights_hash": r.codec.weights_hash()} for r in rungs]}
 
@@ -188,5 +198,6 @@ def _metrics(summary: dict) -> dict[str, float]:
     metrics.update({f"raised_by.{judge}": float(n) for judge, n in summary["raised_by_judge"].items()})
     for judge, stats in summary["identity"].items():
         metrics.update({f"identity.{judge}.{stat}_{stats['measure']}": stats[stat] for stat in ("mean", "worst")})
+    metrics.update({f"quality.{name}": value for name, value in (summary["qualities"] or {}).items()})
     return metrics
 

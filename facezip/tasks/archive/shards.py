@@ -24,15 +24,15 @@ from facezip.infra.slices import InputSlice
 from facezip.infra.storage import Storage, parquet_bytes
 from facezip.models.coding import bits_per_pixel
 from facezip.tasks.archive.encode import ArchiveEncoder, EncoderSettings
-from facezip.tasks.archive.floor import IdentityTally
 from facezip.tasks.archive.integrity import INDEX_SHA256
 from facezip.tasks.archive.layout import INDEX_SCHEMA, index_url, json_bytes, shard_url, stats_url
 from facezip.tasks.archive.plan import INPUTS_SHA256, slice_fingerprint
+from facezip.tasks.archive.tally import IdentityTally
 from facezip.tasks.archive.xzblock import STREAM_HEAD, pack_shard
 
 # how each record was coded, as the encoder reports it (the rung can differ from record to record)
-_CODING_FIELDS = ("codec", "model", "weights_hash", "level", "identity_similarity", "lossless_fallback",
-                  "identity_scores")
+_CODING_FIELDS = ("codec", "model", "weights_hash", "level", "quality", "identity_similarity",
+                  "lossless_fallback", "identity_scores")
 
 
 @dataclass
