@@ -47,6 +47,7 @@ class EncoderSettings:
     judges: Any = None  # ObjectRef of the floor's judges (FaceNet's weights are large)
     accept_damaged: bool = False
     versions: Any = None  # ObjectRef of {id: latest version in the archive} (an archive's ids can be millions)
+    effort: int = 0  # latent refinement steps per face (codec.effort), at every rung
 
 
 class ArchiveEncoder:
@@ -57,7 +58,8 @@ class ArchiveEncoder:
 
         device = resolve_device(settings.device)
         self.rungs = [Rung(level, model, codec_from_bytes(data, model, expected_codec=settings.codec)
-                           .to(device).freeze()) for level, model, data in ray.get(settings.rungs)]
+                           .to(device).freeze().with_effort(settings.effort))
+                      for level, model, data in ray.get(settings.rungs)]
         self.floor = None
         if settings.judges is not None:
             self.floor = Floor([judge.to(device) for judge in ray.get(settings.judges)], settings.thresholds)
