@@ -18,7 +18,8 @@ worse on the objective (a few large steps can overshoot).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -40,7 +41,7 @@ def refine_latents(latents: torch.Tensor, centers: torch.Tensor, objective: Obje
     centres (coded: ``centers + round(latents − centers)``). Per image, the better of the two by
     the objective of the hard-rounded latents."""
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
+    with torch.enable_grad(), _deterministic_cudnn():
         refined = latents.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([refined], lr=LEARNING_RATE)
         for step in range(steps):
@@ -53,6 +54,18 @@ def refine_latents(latents: torch.Tensor, centers: torch.Tensor, objective: Obje
         before, after = (objective(centers + torch.round(u - centers)) for u in (latents, refined.detach()))
     better = (after < before).view(-1, *[1] * (latents.dim() - 1))
     return torch.where(better, refined.detach(), latents)
+
+
+@contextmanager
+def _deterministic_cudnn() -> Iterator[None]:
+    """cuDNN's deterministic algorithms, its other settings as they are (on a CPU: no effect)."""
+    cudnn = torch.backends.cudnn
+    saved = cudnn.benchmark, cudnn.deterministic
+    cudnn.benchmark, cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved
 
 
 def temperature(step: int, steps: int) -> float:
