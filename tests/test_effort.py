@@ -63,6 +63,15 @@ def test_refining_lowers_the_coded_rate_plus_lambda_distortion(refined, faces, c
         assert objective(after, face) <= objective(before, face)
 
 
+def test_lambda_is_the_trained_one_else_the_default(codec):
+    assert codec.metadata["lmbda"] == LADDER_LMBDA[LEVEL]  # the bundled rung's, added on loading
+    model = create_codec(CODEC)
+    model.metadata = {"lmbda": 25.0, "distortion": "mse+facenet"}  # as facezip train records it
+    assert model._pixel_lmbda() == 25.0
+    model.metadata = {"lmbda": 32.0, "distortion": "l1+ms-ssim"}  # a λ of another distortion: not MSE's
+    assert model._pixel_lmbda() == model.default_lmbda["mse+facenet"]
+
+
 def test_effort_zero_is_the_codec_itself(codec):
     assert codec.with_effort(0) is codec and codec.with_effort(3).with_effort(0).effort == 0
 
@@ -74,7 +83,7 @@ def test_out_of_range_efforts_are_refused(codec, effort):
 
 
 def test_a_codec_without_refinable_latents_refuses_effort():
-    with pytest.raises(ValueError, match=r"--effort 2 \(codec.effort\): codec 'binarized-cae' has no latents"):
+    with pytest.raises(ValueError, match=r"--effort 2 \(codec.effort\): codec 'binarized-cae' cannot refine"):
         create_codec("binarized-cae").with_effort(2)
     assert create_codec("binarized-cae").with_effort(0).effort == 0
 
@@ -82,7 +91,7 @@ def test_a_codec_without_refinable_latents_refuses_effort():
 @pytest.mark.parametrize("arguments, message", [
     (["--effort", "-3"], "--effort -3"),
     (["codec.effort=5000"], "--effort 5000"),
-    (["codec.name=binarized-cae", "--effort", "2"], "codec 'binarized-cae' has no latents to refine"),
+    (["codec.name=binarized-cae", "--effort", "2"], "codec 'binarized-cae' cannot refine its latents"),
 ])
 def test_compress_reports_bad_efforts_as_usage_errors(tmp_path, astronaut, capsys, arguments, message):
     Image.fromarray(astronaut[:32, :32]).save(tmp_path / "face.png")
@@ -96,7 +105,7 @@ def test_evaluate_curves_carry_the_effort():
     store = CodecStore()
     levels = model_levels(ModelEntry(CODEC, CODEC, BUNDLED, ladder=True), store, effort=3)
     assert {level.codec for level in levels} == {f"{CODEC}+effort3"}
-    with pytest.raises(ValueError, match="codec 'binarized-cae' has no latents"):
+    with pytest.raises(ValueError, match="codec 'binarized-cae' cannot refine"):
         model_levels(ModelEntry("binarized-cae", "binarized-cae", BUNDLED), store, effort=3)
 
 

@@ -192,8 +192,8 @@ def check_effort(codec: Codec | type[Codec], steps: int) -> None:
                          f"image from 0 (the encoder's output) to {MAX_EFFORT}")
     if steps and not codec.refinable:
         able = ", ".join(name for name, cls in sorted(_CODECS.items()) if cls.refinable) or "none"
-        raise ValueError(f"--effort {steps} (codec.effort): codec '{codec.name}' has no latents to refine at "
-                         f"encode time; leave --effort at 0 or use a codec that has ({able})")
+        raise ValueError(f"--effort {steps} (codec.effort): codec '{codec.name}' cannot refine its latents at "
+                         f"encode time; leave --effort at 0 or use a codec that can ({able})")
 
 
 def register_codec(name: str) -> Callable[[type[Codec]], type[Codec]]:
