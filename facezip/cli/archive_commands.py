@@ -9,6 +9,7 @@ import sys
 from facezip.cli.common import (
     CommandError,
     add_config_arguments,
+    add_effort_argument,
     add_rate_arguments,
     apply_rate_arguments,
     load,
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     archive.add_argument("--incremental", action="store_true",
                          help="nightly mode: add only inputs whose source URI and content are not archived yet")
     add_rate_arguments(archive, target=True)
+    add_effort_argument(archive)
     archive.add_argument("--min-identity", nargs="*", metavar="JUDGE[=T]",
                          help="identity floor: faces whose decode some judge finds too far from the original go up "
                               "the rate ladder, after the top rung lossless PNG. Alone: archive.judges (default "

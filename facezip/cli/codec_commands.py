@@ -11,6 +11,7 @@ from PIL import Image
 from facezip.cli.common import (
     CommandError,
     add_config_arguments,
+    add_effort_argument,
     add_rate_arguments,
     apply_rate_arguments,
     load,
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "compress":
             add_rate_arguments(parser, target=True)
+            add_effort_argument(parser)
         else:
             parser.add_argument("--raw", action="store_true",
                                 help="write each file's payload untouched where it is a standard image file "
@@ -54,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where the original, .fz and restored images are written (default: %(default)s)")
     sample.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     add_rate_arguments(sample)
+    add_effort_argument(sample)
     add_config_arguments(sample)
     sample.set_defaults(func=_sample)
     info = subparsers.add_parser("info", help="print the header and bpp of .fz files")
@@ -72,6 +75,15 @@ def _store(cfg) -> CodecStore:
 def _load_codec(cfg) -> Codec:
     try:
         return _store(cfg).load(cfg.codec.name, cfg.codec.weights, cfg.codec.level, cfg.codec.quality)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _encoder(cfg) -> Codec:
+    """The configured codec, refining each image's latents for ``codec.effort`` steps."""
+    codec = _load_codec(cfg)
+    try:
+        return codec.with_effort(cfg.codec.effort)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
@@ -101,7 +113,7 @@ def _run(args: argparse.Namespace, work, codec_from_config) -> int:
 def _compress(args: argparse.Namespace) -> int:
     return _run(args, lambda codec, inputs, out, storage, cfg, progress:
                 compress_files(codec, inputs, out, storage, progress=progress,
-                               accept_damaged=cfg.compress.accept_damaged, target=_bpp_target(cfg)), _load_codec)
+                               accept_damaged=cfg.compress.accept_damaged, target=_bpp_target(cfg)), _encoder)
 
 
 def _bpp_target(cfg) -> BppTarget | None:
@@ -122,7 +134,7 @@ def _decompress(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     cfg = _config(args, args.overrides)
-    codec = _load_codec(cfg)
+    codec = _encoder(cfg)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     face = sample_face()
@@ -132,6 +144,7 @@ def _sample(args: argparse.Namespace) -> int:
     restored = decode_file(codec, (out / "face.fz").read_bytes())
     Image.fromarray(restored).save(out / "restored.png")
     level = f", level {codec.level}" if codec.level is not None else ""
+    level += f", effort {codec.effort}" if codec.effort else ""
     print(f"codec {codec.name} (weights {codec.weights_hash()}{level}), {face.shape[0]}×{face.shape[1]} face")
     print(f"{len(fz)} bytes = {bits_per_pixel(len(fz), *face.shape[:2]):.3f} bpp, "
           f"PSNR {psnr(face, restored):.2f} dB, ratio {face.nbytes / len(fz):.1f}:1 vs raw RGB")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facezip.cli.common import CommandError, add_config_arguments, add_rate_arguments, apply_rate_arguments, load
+from facezip.cli.common import (
+    CommandError,
+    add_config_arguments,
+    add_effort_argument,
+    add_rate_arguments,
+    apply_rate_arguments,
+    load,
+)
 from facezip.infra.readers import ReaderError, layouts
 from facezip.tasks.evaluate.baselines import baseline_names
 
@@ -27,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "'mean-scale-hyperprior:l2', 'binarized-cae:bundled', 'CODEC:PATH', or plain "
                              "weights of codec.name; default: codec.*")
     add_rate_arguments(parser)
+    add_effort_argument(parser)
     parser.add_argument("--baselines", metavar="LIST",
                         help=f"comma-separated baselines among {','.join(baseline_names())}, or 'none' "
                              "(default: evaluate.baselines)")

@@ -25,6 +25,13 @@ each scale picks a CDF table by comparing against fixed bounds, and a float32 co
 last bits change with batch size, thread count and device, which would pick another table on
 decode and turn the rest of the rANS stream into garbage.
 
+With ``--effort N`` (``with_effort``) ``compress`` refines each image's ``y`` for N steps of
+SGA (``facezip.models.refinement``) on bits(ŷ)/pixels + λ·MSE(g_s(ŷ), x), with ``ẑ`` (hence μ
+and σ) as the encoder coded it, then codes the refined ``y``; the decoder is unchanged. λ is the
+one the weights were trained at (their ``metadata``; each bundled rung's is ``LADDER_LMBDA``),
+without the identity term they also trained on (FaceNet is the training judge: refining against
+it would flatter it, not the independent dlib judge).
+
 Payload of one image: ``u16 len(z string) · z string · y string``.
 """
 
@@ -45,12 +52,17 @@ with warnings.catch_warnings():  # compressai 1.2.8 torch.jit.scripts a helper a
     from compressai.models import MeanScaleHyperprior as CompressAIMeanScaleHyperprior
 
 from facezip.models.rans_guard import guarded_decoding
+from facezip.models.refinement import image_seeds, refine_latents
 from facezip.models.registry import Codec, register_codec
 
 _Z_LENGTH = struct.Struct("<H")
 _RANS_WORD, _RANS_MIN_BYTES = 4, 8  # CompressAI's rANS emits 32-bit words and flushes a 64-bit state
 Y_STRIDE, Z_STRIDE = 16, 4  # g_a downsamples by 16, h_a by 4 more
 MIN_GAIN = 1 / 64  # quantization steps of at most 64: a gain trained towards 0 cannot divide by zero
+PIXEL_MSE = "mse+facenet"  # the fine-tuning loss whose λ weighs the pixel MSE (facezip.models.losses.FaceNetLoss)
+# λ each bundled rung was fine-tuned at (LADDER_LAMBDAS of scripts/train_bundled_models.sh): their
+# weights files predate recording it in their metadata
+LADDER_LMBDA = {1: 6.0, 2: 25.0, 3: 100.0, 4: 400.0, 5: 1600.0, 6: 6400.0, 7: 25600.0, 8: 102400.0}
 
 
 @register_codec("mean-scale-hyperprior")
@@ -60,9 +72,10 @@ class MeanScaleHyperprior(Codec):
 
     entropy_coded = True
     learns_rate = True
+    refinable = True
     default_level = 4
     # the bundled ladder's rung 4 (faces, MSE) and its Kodak pretraining (L1 + MS-SSIM)
-    default_lmbda = {"l1+ms-ssim": 32.0, "mse+facenet": 400.0}
+    default_lmbda = {"l1+ms-ssim": 32.0, PIXEL_MSE: 400.0}
 
     def __init__(self, N: int = 64, M: int = 96, quant_gain: bool = False) -> None:
         super().__init__()
@@ -120,8 +133,36 @@ class MeanScaleHyperprior(Codec):
         z_strings = bottleneck.compress(z)
         z_hat = bottleneck.decompress(z_strings, z.shape[-2:])
         scales, means = self._gaussian_parameters(z_hat, y.shape[-2:], y.device)
-        y_strings = conditional.compress(y * self._gain(y.dtype), conditional.build_indexes(scales), means=means)
+        latents = y * self._gain(y.dtype)  # coded as means + round(latents − means)
+        if self.effort:
+            latents = refine_latents(latents, means, self._objective(x, scales, means), self.effort, image_seeds(x))
+        y_strings = conditional.compress(latents, conditional.build_indexes(scales), means=means)
         return [_Z_LENGTH.pack(len(zs)) + zs + ys for zs, ys in zip(z_strings, y_strings)]
+
+    @classmethod
+    def bundled_metadata(cls, level: int | None) -> dict[str, Any]:
+        return {"lmbda": LADDER_LMBDA[level], "distortion": PIXEL_MSE} if level in LADDER_LMBDA else {}
+
+    def _objective(self, x: torch.Tensor, scales: torch.Tensor, means: torch.Tensor):
+        """Each image's bits(ŷ)/pixels + λ·MSE(g_s(ŷ), x) for gained latents ŷ·g (refinement's loss)."""
+        conditional, gain, pixels = self.net.gaussian_conditional, self._gain(x.dtype), x.shape[-2] * x.shape[-1]
+        lmbda = self._pixel_lmbda()
+
+        def objective(latents: torch.Tensor) -> torch.Tensor:
+            likelihoods = conditional._likelihood(latents, scales, means)
+            if conditional.use_likelihood_bound:
+                likelihoods = conditional.likelihood_lower_bound(likelihoods)
+            bits = -torch.log2(likelihoods).flatten(1).sum(1)
+            return bits / pixels + lmbda * (self.net.g_s(latents / gain) - x).pow(2).flatten(1).mean(1)
+
+        return objective
+
+    def _pixel_lmbda(self) -> float:
+        """λ of the pixel MSE the weights were trained at, else the codec's default for it."""
+        metadata = getattr(self, "metadata", {})
+        if metadata.get("distortion") == PIXEL_MSE and metadata.get("lmbda") is not None:
+            return float(metadata["lmbda"])
+        return self.default_lmbda[PIXEL_MSE]
 
     @torch.no_grad()
     def decompress(self, payloads: Sequence[bytes], size: tuple[int, int]) -> torch.Tensor:

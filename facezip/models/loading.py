@@ -85,6 +85,8 @@ def load_codec(name: str, weights: str, device: torch.device | str = "cpu",
             raise ValueError(f"codec.weights: file not found: {weights}") from None
     codec = codec_from_bytes(data, source, expected_codec=name).to(device).freeze()
     codec.level = (level if level is not None else codec.default_level) if weights == BUNDLED else None
+    if weights == BUNDLED:
+        codec.metadata = {**codec.bundled_metadata(codec.level), **codec.metadata}
     return codec
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from facezip.infra.registry import Registry
 
 _CODECS: Registry[type["Codec"]] = Registry("codec")
+MAX_EFFORT = 1000  # refinement steps per image: a bound on encode time (each is a decoder pass and its gradient)
 
 
 class Codec(nn.Module, ABC):
@@ -58,6 +59,11 @@ class Codec(nn.Module, ABC):
     quality_step: ClassVar[float | None] = None
     # the quality ``compress`` encodes at (variable-rate codecs; see ``at_quality``)
     quality: float | None = None
+    # True: ``compress`` can refine each image's latents by gradient steps on the codec's own
+    # R + λ·D before coding them (``with_effort``); the decoder and the payload stay as they are
+    refinable: ClassVar[bool] = False
+    # the steps of that refinement per image ``compress`` takes (0: the encoder's latents as they come)
+    effort: int = 0
 
     @property
     @abstractmethod
@@ -80,6 +86,12 @@ class Codec(nn.Module, ABC):
     def lmbda_for(cls, distortion: str) -> float:
         """The default λ when training on the loss named ``distortion``."""
         return cls.default_lmbda.get(distortion, 1.0)
+
+    @classmethod
+    def bundled_metadata(cls, level: int | None) -> dict[str, Any]:
+        """Metadata the bundled weights of rung ``level`` predate and ``load_codec`` adds to
+        theirs: what they were trained at (mean-scale-hyperprior: λ); {} for most codecs."""
+        return {}
 
     @classmethod
     def check_payload(cls, payload: bytes, height: int, width: int) -> None:
@@ -132,6 +144,16 @@ class Codec(nn.Module, ABC):
         view.quality = float(quality)
         return view
 
+    def with_effort(self, steps: int) -> "Codec":
+        """This model refining each image's latents for ``steps`` gradient steps when it encodes
+        (``--effort N``): a view sharing every weight, whose files any facezip with them decodes."""
+        check_effort(self, steps)
+        if steps == self.effort:
+            return self
+        view = copy.copy(self)  # shares the parameter and module dicts, as at_quality
+        view.effort = int(steps)
+        return view
+
     def at_level(self, level: int) -> "Codec":
         """This variable-rate model at its named quality ``level`` (1 = fewest bytes)."""
         if not 1 <= level <= len(self.named_qualities):
@@ -164,6 +186,17 @@ class Codec(nn.Module, ABC):
             digest.update(f"{key}:{data.dtype}:{tuple(data.shape)}".encode())
             digest.update(data.numpy().tobytes() if data.numel() else b"")
         return digest.hexdigest()[:16]
+
+
+def check_effort(codec: Codec | type[Codec], steps: int) -> None:
+    """ValueError naming the flag when ``steps`` is no effort ``codec`` can spend."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_EFFORT:
+        raise ValueError(f"--effort {steps} (codec.effort): give a whole number of refinement steps per "
+                         f"image from 0 (the encoder's output) to {MAX_EFFORT}")
+    if steps and not codec.refinable:
+        able = ", ".join(name for name, cls in sorted(_CODECS.items()) if cls.refinable) or "none"
+        raise ValueError(f"--effort {steps} (codec.effort): codec '{codec.name}' cannot refine its latents at "
+                         f"encode time; leave --effort at 0 or use a codec that can ({able})")
 
 
 def register_codec(name: str) -> Callable[[type[Codec]], type[Codec]]:

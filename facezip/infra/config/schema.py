@@ -60,6 +60,10 @@ class CodecConfig:
     # bpp_steps rounds of bisection; the lowest quality when even that is larger. `--bpp B`
     bpp: Optional[float] = None
     bpp_steps: int = 7  # 7: every integer quality of 1…100 reachable
+    # encode-time refinement: gradient steps per image on the codec's own rate + λ·distortion before
+    # its latents are coded (0 = the encoder's output; at most 1000); codecs with differentiable
+    # latents only (mean-scale-hyperprior); files decode as any other. `--effort N` on the command line
+    effort: int = 0
     # the largest image (in pixels) decompress, restore and verify decode: a file or record that
     # claims more is refused before its payload is touched (4096×4096; a face needs far less)
     max_decode_pixels: int = 16_777_216

@@ -50,6 +50,7 @@ class EncoderSettings:
     versions: Any = None  # ObjectRef of {id: latest version in the archive} (an archive's ids can be millions)
     search_steps: int | None = None  # bisection rounds over the start rung's quality (RatePlan)
     bpp: float | None = None  # codec.bpp: each face's rate target
+    effort: int = 0  # latent refinement steps per face (codec.effort), at every rung
 
 
 class ArchiveEncoder:
@@ -60,7 +61,7 @@ class ArchiveEncoder:
 
         device = resolve_device(settings.device)
         rungs = [Rung(level, model, _codec_at(codec_from_bytes(data, model, expected_codec=settings.codec)
-                                              .to(device).freeze(), quality))
+                                              .to(device).freeze().with_effort(settings.effort), quality))
                  for level, model, quality, data in ray.get(settings.rungs)]
         floor = None
         if settings.judges is not None:

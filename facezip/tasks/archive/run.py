@@ -18,6 +18,7 @@ from facezip.infra.readers import open_reader
 from facezip.infra.slices import InputSlice, run_on_actors
 from facezip.infra.storage import Storage, is_remote, join
 from facezip.models.loading import weights_to_bytes
+from facezip.models.registry import check_effort
 from facezip.tasks.archive.config import ArchiveConfig
 from facezip.tasks.archive.encode import EncoderSettings
 from facezip.tasks.archive.floor import Floor, build_floor
@@ -64,6 +65,7 @@ def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
 
     cfg, storage, dest, settings = ctx.cfg, ctx.storage, ctx.output, ctx.cfg.archive
     rungs = encoding_rungs(cfg, storage)
+    check_effort(rungs[0].codec, cfg.codec.effort)  # here, not in every actor
     floor = build_floor(settings, storage)
     steps = search_steps(cfg)
     model = {**_model_summary(rungs, floor), "search_steps": steps, "bpp_target": cfg.codec.bpp}
@@ -80,7 +82,8 @@ def archive(ctx: StageContext, src: str, incremental: bool = False) -> dict:
         rungs[0].codec.name, ray.put(rung_weights),
         cfg.device, settings.batch_size, settings.max_image_pixels,
         floor.thresholds if floor else None, ray.put(list(floor.judges)) if floor else None,
-        settings.accept_damaged, ray.put(planner.rules.versions), steps, cfg.codec.bpp)
+        settings.accept_damaged, ray.put(planner.rules.versions), steps, cfg.codec.bpp,
+        cfg.codec.effort)
     worker = {"settings": encoder, "root": dest, "storage": storage, "archived_at": journal.archived_at}
     tally = RunTally()
     with tqdm(total=listed, desc="archive", unit="img", disable=not ctx.progress) as bar:

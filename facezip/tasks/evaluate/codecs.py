@@ -7,7 +7,9 @@ time spent encoding and decoding, batched as the codec is used (facezip: whole b
 Which facezip models: ``evaluate.models`` entries ``CODEC:WHAT`` — ``CODEC:ladder`` (every
 bundled rung: one curve, one point per rung), ``CODEC:lN`` (bundled rung N), ``CODEC:bundled``,
 ``CODEC:PATH`` / ``CODEC:s3://…`` / ``CODEC:models:/name/1``. A plain entry (no codec name) is
-weights of ``codec.name``, a point of the curve called ``facezip``; ``[]`` = ``codec.*``.
+weights of ``codec.name``, a point of the curve called ``facezip``; ``[]`` = ``codec.*``. With
+``codec.effort`` N > 0 every model encodes with N refinement steps per face, on curves named
+``<curve>+effortN``, so that a run with and one without compare side by side.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def build_levels(cfg, storage: Storage, device: torch.device) -> list[Level]:
                else [ModelEntry(FACEZIP, cfg.codec.name, cfg.codec.weights, cfg.codec.level, False, cfg.codec.quality)])
     store = CodecStore(device, storage)
     for entry in entries:
-        levels += model_levels(entry, store)
+        levels += model_levels(entry, store, cfg.codec.effort)
     for name in ecfg.baselines:
         baseline = get_baseline(name)
         qualities = ecfg.qualities[name] if name in ecfg.qualities else baseline.qualities
@@ -126,21 +128,27 @@ def build_levels(cfg, storage: Storage, device: torch.device) -> list[Level]:
     return levels
 
 
-def model_levels(entry: ModelEntry, store: CodecStore) -> list[Level]:
+def model_levels(entry: ModelEntry, store: CodecStore, effort: int = 0) -> list[Level]:
     """The levels of one ``evaluate.models`` entry: one, or one per rung of a ladder (a variable-rate
-    codec's weights are a curve of its named qualities unless one level or quality is asked for)."""
+    codec's weights are a curve of its named qualities unless one level or quality is asked for),
+    each encoding with ``effort`` refinement steps per face."""
     variable = codec_class(entry.codec).quality_range is not None
     if not entry.ladder and not (variable and entry.level is None and entry.quality is None):
-        codec = store.load(entry.codec, entry.weights, entry.level, entry.quality)
+        codec = store.load(entry.codec, entry.weights, entry.level, entry.quality).with_effort(effort)
         setting = f"q{entry.quality:g}" if entry.quality is not None else _setting(entry.weights, codec)
-        return [facezip_level(entry.curve, codec, setting)]
+        return [facezip_level(_curve(entry.curve, effort), codec, setting)]
     ladder = store.ladder(entry.codec, entry.weights)
     if not ladder:
         raise ValueError(f"evaluate.models: codec '{entry.codec}' has no bundled rate ladder "
                          f"(give {entry.codec}:bundled or {entry.codec}:PATH)")
     # weights of a variable-rate codec are a curve of their own, named after them, beside other weights'
     curve = entry.curve if entry.weights == BUNDLED else f"{entry.curve}:{_setting(entry.weights, ladder[1])}"
-    return [facezip_level(curve, codec, f"l{level}") for level, codec in ladder.items()]
+    return [facezip_level(_curve(curve, effort), codec.with_effort(effort), f"l{level}")
+            for level, codec in ladder.items()]
+
+
+def _curve(curve: str, effort: int) -> str:
+    return f"{curve}+effort{effort}" if effort else curve
 
 
 def _setting(weights: str, codec: Codec) -> str:

@@ -74,7 +74,10 @@ def train(ctx: StageContext, data: str, phase: str, init_weights: str | None = N
     best, best_metrics = _best_checkpoint(result)
     trained = _codec_from_checkpoint(best)
     weights = weights_to_bytes(trained, {"trained_by": "facezip train", "phase": phase, "data": data,
-                                         "epochs": best_metrics.get("epoch"), "steps": best_metrics.get("step")})
+                                         "epochs": best_metrics.get("epoch"), "steps": best_metrics.get("step"),
+                                         # what --effort refines for (mean-scale-hyperprior's R + λ·D)
+                                         "lmbda": cfg.train.lmbda,
+                                         "distortion": codec_distortion(get_phase(phase), trained)})
     weights_uri = join(dest, "weights", f"{trained.name}.pt")
     storage.write_bytes_atomic(weights_uri, weights)
     model_uri = log_trained_model(trained, weights, cfg.train.registered_model_name) if run else None
