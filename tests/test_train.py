@@ -29,8 +29,9 @@ from facezip.tasks.train import run_train
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.slow
-FAST = ["train.num_workers=2", "train.cpus_per_worker=0.5", "train.crop_size=64", "train.batch_size=1",
-        "train.max_steps_per_epoch=3", "train.log_every_steps=1", "train.max_val_images=4",
+# the seed paper's codec unless a test names another (its steps are the cheapest)
+FAST = ["codec.name=binarized-cae", "train.num_workers=2", "train.cpus_per_worker=0.5", "train.crop_size=64",
+        "train.batch_size=1", "train.max_steps_per_epoch=3", "train.log_every_steps=1", "train.max_val_images=4",
         "ray.progress_bars=false", "train.registered_model_name=facezip-test"]
 
 
