@@ -92,8 +92,6 @@ def build_floor(settings, storage) -> Floor | None:
     return Floor(judges, {judge.name: float(thresholds[judge.name]) for judge in judges})
 
 
-
-
 @dataclass(frozen=True)
 class RatePlan:
     """How an archive codes each face, from its start rung ``rungs[0]``."""
