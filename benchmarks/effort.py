@@ -55,15 +55,14 @@ def measure(codec, faces: list[np.ndarray], judge: Recognizer, originals: np.nda
             "seconds": seconds / len(faces), "cpu_seconds": cpu_seconds / len(faces)}
 
 
-def report(effort: int, rows: dict[int, dict], base: dict[int, dict]) -> None:
-    """One line per rung, then the effort's deltas against effort 0 over the rungs."""
-    for level, row in rows.items():
-        than = base[level]
-        print(f"{effort:6d}  l{level}  {row['bpp']:7.4f}  {row['psnr']:6.2f}  {row['distance']:9.4f}  "
-              f"{row['seconds']:10.3f}  {row['cpu_seconds']:9.3f}   ×{row['bpp'] / than['bpp']:.3f}  "
-              f"{row['psnr'] - than['psnr']:+.2f}  {row['distance'] - than['distance']:+.4f}")
-    if rows is base:
-        return
+def report_rung(effort: int, level: int, row: dict, than: dict) -> None:
+    print(f"{effort:6d}  l{level}  {row['bpp']:7.4f}  {row['psnr']:6.2f}  {row['distance']:9.4f}  "
+          f"{row['seconds']:10.3f}  {row['cpu_seconds']:9.3f}   ×{row['bpp'] / than['bpp']:.3f}  "
+          f"{row['psnr'] - than['psnr']:+.2f}  {row['distance'] - than['distance']:+.4f}", flush=True)
+
+
+def report_effort(effort: int, rows: dict[int, dict], base: dict[int, dict]) -> None:
+    """The effort's deltas against effort 0 over the rungs."""
     curve = [[row[key] for row in rows.values()] for key in ("bpp", "psnr", "distance")]
     anchor = [[row[key] for row in base.values()] for key in ("bpp", "psnr", "distance")]
     by_psnr = bd_rate(anchor[0], anchor[1], curve[0], curve[1])
@@ -92,12 +91,15 @@ def main() -> None:
           f"{torch.get_num_threads()}, batch {args.batch}")
     print(f"{'effort':>6}  lvl  {'bpp':>7}  {'PSNR':>6}  {'dlib dist':>9}  {'enc s/face':>10}  {'cpu s/face':>9}   "
           "vs effort 0: bytes, dB, distance")
-    base = None
+    base: dict[int, dict] = {}
     for effort in map(int, args.efforts.split(",")):
-        rows = {level: measure(codec.with_effort(effort), faces, judge, originals, args.batch)
-                for level, codec in codecs.items()}
+        rows = {}
+        for level, codec in codecs.items():
+            rows[level] = measure(codec.with_effort(effort), faces, judge, originals, args.batch)
+            report_rung(effort, level, rows[level], base.get(level, rows[level]))
+        if base:
+            report_effort(effort, rows, base)
         base = base or rows
-        report(effort, rows, base)
 
 
 if __name__ == "__main__":

@@ -186,6 +186,7 @@ def test_a_gain_rung_trains_the_quantization_gains_alone(ray_local, face_crops, 
 
     trained, start = (load_codec("mean-scale-hyperprior", path) for path in (summary["weights"], str(init)))
     assert trained.architecture() == {**start.architecture(), "quant_gain": True}
+    assert (trained.metadata["lmbda"], trained.metadata["distortion"]) == (1, "mse+facenet")  # what --effort uses
     assert not torch.allclose(trained.quant_gain, torch.ones_like(trained.quant_gain))
     # every parameter but the gains as it was (the CDF tables are rebuilt after training, by design)
     start_parameters = dict(start.named_parameters())
