@@ -50,9 +50,19 @@ def test_the_payload_is_the_base_codecs_file_at_half_size_its_header_deflated(co
 
 
 def test_untrained_it_is_downscale_code_upscale_and_decodes_the_same_pixels_every_time(codec):
-    faces = [smooth_face(), smooth_face()[:50, :38]]
+    """The base codec's files are made and read on torch's threads, one image each: the same bytes
+    and pixels on one thread as on two."""
+    faces = [smooth_face(), smooth_face()[:50, :38], smooth_face()[::-1].copy()]
     files = encode_images(codec.at_quality(90), faces)
     first, again = decode_files(codec, files), decode_files(codec, files, batch_size=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert encode_images(codec.at_quality(90), faces) == files
+        alone = decode_files(codec, files)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(a, b) for a, b in zip(first, alone))
     for face, decoded, other in zip(faces, first, again):
         assert decoded.shape == face.shape
         assert np.array_equal(decoded, other)

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from facezip.infra.image_damage import find_damage
+
+T, R = TypeVar("T"), TypeVar("R")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".avif")
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -80,6 +85,16 @@ def encode_standard(rgb: np.ndarray, fmt: str, quality: int, thorough: bool = Fa
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, fmt, quality=int(quality), **(THOROUGH_OPTIONS.get(fmt, {}) if thorough else {}))
     return buffer.getvalue()
+
+
+def map_in_threads(function: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
+    """``[function(item) for item in items]`` on up to ``threads`` threads, in order: Pillow's JPEG
+    and AVIF coders release the GIL (80 px AVIF faces: 7.3 ms each in turn, 3.0 on 2 threads)."""
+    threads = min(threads, len(items))
+    if threads <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(function, items))
 
 
 def decode_standard(data: bytes) -> np.ndarray:

@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facezip.infra.images import decode_standard, encode_standard
+from facezip.infra.images import decode_standard, encode_standard, map_in_threads
 from facezip.models import base_file
 from facezip.models.coding import to_tensor, to_uint8
 from facezip.models.container import FzFormatError
@@ -158,13 +159,13 @@ class ComRecCNN(Codec):
         """The base codec's files; ``thorough``: its slower settings (fewer bytes, the same decoder)."""
         fmt = BASES[self._arch["base"]][0]
         images = to_uint8(compact.float())
-        return [encode_standard(image, fmt, round(q), thorough) for image, q in zip(images, qualities)]
+        return map_in_threads(lambda pair: encode_standard(pair[0], fmt, round(pair[1]), thorough),
+                              list(zip(images, qualities)), torch.get_num_threads())
 
     @staticmethod
     def _decode(files: Sequence[bytes], shape: tuple[int, int]) -> torch.Tensor:
         """The base codec's files → ``(N, 3, *shape)`` float in [0, 1]; a file of another size is refused."""
-        images = []
-        for data in files:
+        def decode(data: bytes) -> np.ndarray:
             try:
                 rgb = decode_standard(data)
             except (OSError, ValueError) as exc:
@@ -172,5 +173,6 @@ class ComRecCNN(Codec):
             if rgb.shape[:2] != shape:
                 raise FzFormatError(f"payload holds a {rgb.shape[0]}×{rgb.shape[1]} image, "
                                     f"a {shape[0]}×{shape[1]} one was expected")
-            images.append(rgb)
-        return to_tensor(images, shape)
+            return rgb
+
+        return to_tensor(map_in_threads(decode, list(files), torch.get_num_threads()), shape)
