@@ -18,6 +18,7 @@ from facezip.models.losses import FaceNetLoss, MaskedL1Loss, PretrainLoss, ms_ss
 from facezip.models.metrics import batch_psnr
 from facezip.models.registry import available_codecs, codec_class
 from facezip.pipelines.config import load_config
+from facezip.tasks.train.augment import AugmentConfig, FaceAugment, check_augment
 from facezip.tasks.train.data import BatchMaker, _is_validation
 from facezip.tasks.train.loop import make_loss, warm_up
 from facezip.tasks.train.phases import get_phase, phase_names
@@ -102,6 +103,35 @@ def test_batch_maker_gives_face_masks_from_landmarks_or_the_centre_ellipse(astro
     assert torch.equal(masks[1, 0], torch.from_numpy(centre_ellipse(64, 64)).float())
 
 
+def test_face_augmentation_keeps_the_face_box_whole_and_is_seeded(astronaut):
+    """Random windows around the whole face box, flips and jitter; the same generator seed, the
+    same faces; validation is never augmented."""
+    crop = torch.from_numpy(astronaut[:160, :160].copy()).permute(2, 0, 1).float() / 255
+    box = np.array([40.0, 20.0, 120.0, 140.0], dtype=np.float32)
+    runs = [FaceAugment(AugmentConfig(min_window=0.5), 64, torch.Generator().manual_seed(7)) for _ in range(2)]
+    outputs = [[augment(crop, box, torch.ones(1, 160, 160)) for _ in range(20)] for augment in runs]
+    for (image, moved, mask), (again, moved_again, _) in zip(*outputs):
+        assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+        assert torch.equal(image, again) and np.array_equal(moved, moved_again)
+        assert 0 <= image.min() and image.max() <= 1
+        assert (moved >= 0).all() and (moved <= 64).all() and moved[2] - moved[0] >= 80 * 64 / 160 - 1
+    assert len({tuple(moved.round(1)) for _, moved, _ in outputs[0]}) > 10  # the windows vary
+    plain = FaceAugment(AugmentConfig(min_window=1, aspect=0, flip=False, colour=0), 64)
+    image, moved, _ = plain(crop, box)
+    np.testing.assert_allclose(moved, box * 64 / 160, atol=1e-4)
+    flipped = FaceAugment(AugmentConfig(min_window=1, aspect=0, flip=True, colour=0), 64)
+    mirrored = [out for out in (flipped(crop, box) for _ in range(10)) if not torch.equal(out[0], image)]
+    assert mirrored and torch.equal(mirrored[0][0], image.flip(-1))
+    np.testing.assert_allclose(mirrored[0][1], [64 - 48.0, 8.0, 64 - 16.0, 56.0], atol=1e-4)
+
+    face = {"image_bytes": np.array([_png(astronaut[:160, :160])], dtype=object),
+            "face_box_in_crop": np.array([[40.0, 20.0, 120.0, 140.0]])}
+    augmented = BatchMaker("finetune", 64, 10**8, augment=AugmentConfig())
+    assert torch.equal(augmented(face, training=False)[0], BatchMaker("finetune", 64, 10**8)(face, training=False)[0])
+    with pytest.raises(ValueError, match=r"train.augment.min_window must be in \(0, 1\], got 0"):
+        check_augment(AugmentConfig(min_window=0))
+
+
 def test_validation_split_follows_dataset_split_else_hash():
     assert _is_validation("x", "test", 0.0) and not _is_validation("x", "train", 1.0)
     held_out = sum(_is_validation(f"img{i}", None, 0.25) for i in range(2000))
@@ -113,6 +143,8 @@ def test_too_many_workers_fail_fast(ray_local):
     with pytest.raises(ValueError, match=r"train.num_workers=5 .* needs 5 CPUs but the Ray cluster has 2"):
         check_resources(cfg.train)
     check_resources(load_config([], ["train.num_workers=2", "train.cpus_per_worker=0.5"]).train)
+    with pytest.raises(ValueError, match="train.max_minutes must be positive"):
+        check_resources(load_config([], ["train.max_minutes=0"]).train)
 
 
 def test_registered_model_errors(tmp_path, monkeypatch):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from facezip.tasks.train.augment import AugmentConfig
+
 
 @dataclass
 class PretrainConfig:
@@ -57,6 +59,9 @@ class TrainConfig:
     crop_size: int = 128  # pretrain: random crops; finetune: face crops are resized to it
     lr: Optional[float] = None  # None: the phase's own lr (pretrain.lr / finetune.lr)
     max_steps_per_epoch: Optional[int] = None  # None: one pass over the worker's shard
+    # a wall-clock budget for the training loop: past it the run validates, checkpoints, writes its
+    # weights and ends; the same command again goes on from that checkpoint (None: no budget)
+    max_minutes: Optional[float] = None
     # λ in R + λ·D + b·identity: the pixel distortion's weight against the estimated rate R (bpp) of
     # codecs with an entropy model (mean-scale-hyperprior); binarized-cae's rate is fixed, λ = 1 keeps eq. 2
     lmbda: Optional[float] = None  # None: the codec's default for the phase (Codec.default_lmbda), set by run_train
@@ -87,3 +92,4 @@ class TrainConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     masked: MaskedLossConfig = field(default_factory=MaskedLossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # finetune's face crops

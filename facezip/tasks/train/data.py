@@ -26,6 +26,7 @@ from facezip.infra.images import ImageError, decode_image
 from facezip.infra.readers import IMAGE_COLUMN, arrow_filesystem, open_reader, output_table
 from facezip.infra.storage import Storage
 from facezip.models.face_mask import face_mask, landmarks_in_crop
+from facezip.tasks.train.augment import AugmentConfig, FaceAugment
 from facezip.tasks.train.phases import get_phase
 
 BOX_COLUMN = "face_box_in_crop"
@@ -134,32 +135,47 @@ class BatchMaker:
 
     Photos: a random ``S×S`` crop (reflect-padded when the photo is smaller) and a random
     horizontal flip in training, the centre crop for validation; no boxes, no masks. Faces:
-    the face crop resized to ``S×S`` and its face box scaled with it; with ``masks`` its face mask
-    (``facezip.models.face_mask``) at ``S×S``, for a masked loss.
+    the face crop resized to ``S×S`` and its face box scaled with it (in training drawn through
+    ``augment``'s random window, flip and colour jitter when given); with ``masks`` its face mask
+    (``facezip.models.face_mask``), for a masked loss.
     """
 
-    def __init__(self, phase: str, crop_size: int, max_pixels: int, masks: bool = False) -> None:
+    def __init__(self, phase: str, crop_size: int, max_pixels: int, masks: bool = False,
+                 augment: AugmentConfig | None = None) -> None:
         self.faces = get_phase(phase).faces
         self.crop_size, self.max_pixels, self.masks = crop_size, max_pixels, masks
         self.random_crop = v2.Compose([v2.RandomCrop(crop_size, pad_if_needed=True, padding_mode="reflect"),
                                        v2.RandomHorizontalFlip()])
+        self.augment = FaceAugment(augment, crop_size) if augment is not None and augment.enabled else None
 
     def __call__(self, batch: dict[str, np.ndarray], training: bool) -> Batch:
         images = [decode_image(data, self.max_pixels).rgb for data in batch[IMAGE_COLUMN]]
+        if self.faces and training and self.augment:
+            return self._augmented_faces(images, batch)
         if self.faces:
-            images, boxes = self._faces(images, batch[BOX_COLUMN])
-            return images, boxes, self._masks(batch) if self.masks else None
+            size = self.crop_size
+            tensors, boxes = self._faces(images, batch[BOX_COLUMN])
+            masks = [self._mask(size, size, *row) for row in _geometry(batch)] if self.masks else None
+            return tensors, boxes, None if masks is None else torch.stack(masks)
         crop = self.random_crop if training else self._centre_crop
         return torch.stack([crop(_to_float(rgb)) for rgb in images]), None, None
 
-    def _masks(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
-        """Face masks at crop size from detect's landmarks (the centre ellipse for rows without them)."""
-        size, count = self.crop_size, len(batch[IMAGE_COLUMN])
-        geometry = [batch[c] if c in batch else [None] * count for c in GEOMETRY_COLUMNS]
-        masks = [face_mask(size, size, None if landmarks is None or crop_box is None
-                           else landmarks_in_crop(landmarks, crop_box, size, size)).mask
-                 for landmarks, crop_box in zip(*geometry)]
-        return torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
+    def _augmented_faces(self, images: list[np.ndarray], batch: dict[str, np.ndarray]) -> Batch:
+        tensors, boxes, masks = [], [], []
+        for rgb, box, geometry in zip(images, batch[BOX_COLUMN], _geometry(batch)):
+            mask = self._mask(*rgb.shape[:2], *geometry) if self.masks else None
+            image, box, mask = self.augment(_to_float(rgb), np.asarray(box, dtype=np.float32), mask)
+            tensors.append(image)
+            boxes.append(box)
+            masks.append(mask)
+        return torch.stack(tensors), torch.from_numpy(np.stack(boxes)), torch.stack(masks) if self.masks else None
+
+    @staticmethod
+    def _mask(height: int, width: int, landmarks, crop_box) -> torch.Tensor:
+        """The face mask (1,H,W) from detect's landmarks (the centre ellipse for rows without them)."""
+        known = landmarks is not None and crop_box is not None
+        points = landmarks_in_crop(landmarks, crop_box, height, width) if known else None
+        return torch.from_numpy(face_mask(height, width, points).mask[None].astype(np.float32))
 
     def _centre_crop(self, image: torch.Tensor) -> torch.Tensor:
         short = self.crop_size - min(image.shape[-2:])
@@ -178,6 +194,12 @@ class BatchMaker:
             scale = [size / width, size / height, size / width, size / height]
             scaled.append(np.asarray(box, dtype=np.float32) * scale)
         return torch.stack(tensors), torch.from_numpy(np.stack(scaled).astype(np.float32))
+
+
+def _geometry(batch: dict[str, np.ndarray]) -> list[tuple[Any, Any]]:
+    """Each row's ``(landmarks, crop_box)``, None where the rows have no such column."""
+    count = len(batch[IMAGE_COLUMN])
+    return list(zip(*[batch[c] if c in batch else [None] * count for c in GEOMETRY_COLUMNS]))
 
 
 def _to_float(rgb: np.ndarray) -> torch.Tensor:

@@ -57,7 +57,9 @@ def train_loop(config: dict[str, Any]) -> None:
     optimizers = make_optimizers(codec, phase, tcfg)
     start_epoch, step = restore(codec, optimizers)
     model = _prepare_model(codec)
-    batches = BatchMaker(phase, tcfg.crop_size, tcfg.max_image_pixels, masks=codec.masked_loss)
+    batches = BatchMaker(phase, tcfg.crop_size, tcfg.max_image_pixels, masks=codec.masked_loss,
+                         augment=tcfg.augment)
+    clock = WallClock(tcfg.max_minutes, context.get_world_size(), device)
     validator = _Validator(batches, loss_fn, get_phase(phase).val_judges(tcfg), device, config["mlflow"], step) \
         if rank == 0 else None
     if validator and start_epoch == 0:
@@ -81,10 +83,14 @@ def train_loop(config: dict[str, Any]) -> None:
             if validator and step % tcfg.log_every_steps == 0:
                 validator.logger_metrics({f"train_{k}": v for k, v in terms.items()}, step)
                 validator.progress(phase, epoch + 1, step, terms)
+            if clock.out_of_time():  # after a step, so that every sitting trains at least one
+                break
         means = {f"epoch_train_{k}": v / max(batch_count, 1) for k, v in totals.items()}
         metrics = {"epoch": epoch + 1, "step": step, **means}
         if validator is None:
             ray.train.report(metrics)  # every worker reports each epoch; only rank 0 checkpoints
+            if clock.expired:
+                break
             continue
         metrics.update(validator.run(codec, epoch=epoch + 1, step=step))
         validator.logger_metrics({k: v for k, v in metrics.items() if k.startswith("epoch_train_")}, step)
@@ -95,6 +101,28 @@ def train_loop(config: dict[str, Any]) -> None:
                         "optimizers": [o.state_dict() for o in optimizers], "epoch": epoch + 1, "step": step},
                        Path(tmp) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        if clock.expired:
+            say(f"[train {phase}] train.max_minutes={tcfg.max_minutes:g} reached at step {step} (epoch "
+                f"{epoch + 1} of {tcfg.epochs}): checkpointed; run again with the same DEST to go on")
+            break
+
+
+class WallClock:
+    """``train.max_minutes``: every worker stops at the same step once any of them is past the
+    budget (DDP replicas that stopped apart would wait for each other for ever)."""
+
+    def __init__(self, minutes: float | None, world_size: int, device: torch.device) -> None:
+        self.deadline = time.monotonic() + 60 * minutes if minutes else None
+        self.world_size, self.device, self.expired = world_size, device, False
+
+    def out_of_time(self) -> bool:
+        if self.deadline is None or self.expired:
+            return self.expired
+        late = torch.tensor([float(time.monotonic() > self.deadline)], device=self.device)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(late, op=torch.distributed.ReduceOp.MAX)
+        self.expired = bool(late.item())
+        return self.expired
 
 
 def say(line: str) -> None:

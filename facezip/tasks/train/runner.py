@@ -28,6 +28,7 @@ from facezip.models.loading import weights_to_bytes
 from facezip.models.registry import Codec, architecture_options, codec_class, create_codec
 from facezip.models.store import CodecStore
 from facezip.tasks.stage import StageContext, StageSpec, run_stage
+from facezip.tasks.train.augment import check_augment
 from facezip.tasks.train.config import TrainConfig
 from facezip.tasks.train.data import load_training_data
 from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
@@ -102,12 +103,16 @@ def with_codec_lmbda(cfg: DictConfig, codec: Codec | type[Codec], phase: str) ->
 
 
 def check_resources(tcfg: Any) -> None:
-    """Fail fast: Ray Train would otherwise wait for resources the cluster will never have."""
+    """Fail fast on settings out of range, and before Ray Train would wait for resources the
+    cluster will never have."""
     needed, available = tcfg.num_workers * tcfg.cpus_per_worker, cluster_cpus()
     if tcfg.num_workers < 1:
         raise ValueError(f"train.num_workers must be at least 1, got {tcfg.num_workers}")
     if tcfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"train.precision: '{tcfg.precision}' is neither fp32 nor bf16")
+    if tcfg.max_minutes is not None and tcfg.max_minutes <= 0:
+        raise ValueError(f"train.max_minutes must be positive (or null for no budget), got {tcfg.max_minutes}")
+    check_augment(tcfg.augment)
     if needed > available:
         raise ValueError(f"train.num_workers={tcfg.num_workers} × train.cpus_per_worker={tcfg.cpus_per_worker} "
                          f"needs {needed:g} CPUs but the Ray cluster has {available:g}; lower train.num_workers "
