@@ -19,7 +19,7 @@ from facezip.models import create_codec
 from facezip.models.facenet import load_facenet
 from facezip.models.losses import FaceNetLoss, PretrainLoss
 from facezip.pipelines.config import load_config
-from facezip.tasks.train.loop import for_precision, make_optimizers, train_step
+from facezip.tasks.train.steps import for_precision, make_optimizers, train_step
 
 
 def steps_per_second(codec_name: str, phase: str, loss_fn: torch.nn.Module, crop: int, batch: int, steps: int,

@@ -19,7 +19,7 @@ from facezip.models.coding import decode_file, decode_files, encode_images
 from facezip.models.container import PAYLOAD_STORED, FzFormatError, FzHeader, pack_fz, read_header
 from facezip.models.loading import BUNDLED, codec_from_bytes, load_codec, weights_to_bytes
 from facezip.models.losses import PretrainLoss, with_rate
-from facezip.tasks.train.loop import make_optimizers, trainable_names
+from facezip.tasks.train.steps import make_optimizers, trainable_names
 from tests.conftest import psnr
 
 SMALL = {"N": 16, "M": 24}

@@ -20,9 +20,9 @@ from facezip.models.registry import available_codecs, codec_class
 from facezip.pipelines.config import load_config
 from facezip.tasks.train.augment import AugmentConfig, FaceAugment, check_augment
 from facezip.tasks.train.data import BatchMaker, _is_validation
-from facezip.tasks.train.loop import make_loss, warm_up
 from facezip.tasks.train.phases import get_phase, phase_names
 from facezip.tasks.train.runner import SCRATCH, check_resources, starting_weights, with_codec_lmbda
+from facezip.tasks.train.steps import make_loss, warm_up
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -127,6 +127,8 @@ def test_face_augmentation_keeps_the_face_box_whole_and_is_seeded(astronaut):
     face = {"image_bytes": np.array([_png(astronaut[:160, :160])], dtype=object),
             "face_box_in_crop": np.array([[40.0, 20.0, 120.0, 140.0]])}
     augmented = BatchMaker("finetune", 64, 10**8, augment=AugmentConfig())
+    images, boxes, _ = augmented(face, training=True)
+    assert images.dtype == boxes.dtype == torch.float32  # FaceNet's roi_align takes both in one type
     assert torch.equal(augmented(face, training=False)[0], BatchMaker("finetune", 64, 10**8)(face, training=False)[0])
     with pytest.raises(ValueError, match=r"train.augment.min_window must be in \(0, 1\], got 0"):
         check_augment(AugmentConfig(min_window=0))

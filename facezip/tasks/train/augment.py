@@ -65,7 +65,8 @@ class FaceAugment:
         if mask is not None:
             mask = TF.resized_crop(mask, top, left, win_h, win_w, size, antialias=True)
         scale = np.array([self.size / win_w, self.size / win_h] * 2, dtype=np.float32)
-        box = ((np.asarray(box, dtype=np.float32) - [left, top, left, top]) * scale).clip(0, self.size)
+        offset = np.array([left, top, left, top], dtype=np.float32)  # float32 boxes, as roi_align wants them
+        box = ((np.asarray(box, dtype=np.float32) - offset) * scale).clip(0, self.size)
         if self.cfg.flip and self._uniform() < 0.5:
             image, mask = image.flip(-1), None if mask is None else mask.flip(-1)
             box = np.array([self.size - box[2], box[1], self.size - box[0], box[3]], dtype=np.float32)

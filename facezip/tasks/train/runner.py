@@ -31,8 +31,9 @@ from facezip.tasks.stage import StageContext, StageSpec, run_stage
 from facezip.tasks.train.augment import check_augment
 from facezip.tasks.train.config import TrainConfig
 from facezip.tasks.train.data import load_training_data
-from facezip.tasks.train.loop import CHECKPOINT_FILE, parameters_named, train_loop, trainable_names
+from facezip.tasks.train.loop import CHECKPOINT_FILE, train_loop
 from facezip.tasks.train.phases import codec_distortion, get_phase
+from facezip.tasks.train.steps import parameters_named, trainable_names
 from facezip.tasks.train.tracking import log_trained_model, worker_visible_uri
 
 log = logging.getLogger(__name__)
