@@ -71,6 +71,12 @@ def test_facenet_loss_sees_the_face_box_and_needs_frozen_facenet():
     assert not loss.facenet.training
     with pytest.raises(ValueError, match="frozen"):
         FaceNetLoss(facenet.train())
+    # b = 0 needs no FaceNet (nor its weights): the pixel term alone
+    pixels_only = FaceNetLoss(None, facenet_weight=0.0, lmbda=10.0)(inside, x, boxes)
+    assert set(pixels_only) == {"pixel_l2", "loss"}
+    assert float(pixels_only["loss"]) == pytest.approx(10 * float(((inside - x) ** 2).mean()))
+    with pytest.raises(ValueError, match="needs a FaceNet unless its weight b is 0"):
+        FaceNetLoss(None)
 
 
 def test_batch_maker_pretrain_crops_and_finetune_boxes(astronaut):

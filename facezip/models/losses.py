@@ -70,17 +70,20 @@ class FaceNetLoss(nn.Module):
 
     distortion = "mse+facenet"
 
-    def __init__(self, facenet: nn.Module, pixel_weight: float = 1.0, facenet_weight: float = 1.0,
+    def __init__(self, facenet: nn.Module | None, pixel_weight: float = 1.0, facenet_weight: float = 1.0,
                  lmbda: float = 1.0, face_weight: float = 0.0) -> None:
         super().__init__()
-        if facenet.training or any(p.requires_grad for p in facenet.parameters()):
+        if facenet is None and facenet_weight:
+            raise ValueError("FaceNetLoss needs a FaceNet unless its weight b is 0")
+        if facenet is not None and (facenet.training or any(p.requires_grad for p in facenet.parameters())):
             raise ValueError("FaceNetLoss needs a frozen FaceNet in eval mode (use load_facenet)")
         self.facenet, self.pixel_weight, self.facenet_weight = facenet, lmbda * pixel_weight, facenet_weight
         self.face_weight = face_weight
 
     def train(self, mode: bool = True) -> "FaceNetLoss":
         super().train(mode)
-        self.facenet.eval()  # FaceNet stays in eval mode whatever mode the loss is put in
+        if self.facenet is not None:
+            self.facenet.eval()  # FaceNet stays in eval mode whatever mode the loss is put in
         return self
 
     def embed_faces(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -93,12 +96,13 @@ class FaceNetLoss(nn.Module):
         if boxes is None:
             raise ValueError("FaceNetLoss needs the face boxes of the batch")
         pixel_l2 = F.mse_loss(x_hat, x) if not self.face_weight else self._face_weighted_l2(x_hat, x, boxes)
+        if self.facenet is None:  # b = 0: the pixel term alone, without FaceNet's cost
+            return {"pixel_l2": pixel_l2, "loss": self.pixel_weight * pixel_l2}
         with torch.no_grad():
             target = self.embed_faces(x, boxes)
         facenet_l2 = (self.embed_faces(x_hat, boxes) - target).pow(2).sum(1).mean()
         return {"pixel_l2": pixel_l2, "facenet_l2": facenet_l2,
                 "loss": self.pixel_weight * pixel_l2 + self.facenet_weight * facenet_l2}
-
 
     def _face_weighted_l2(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """The squared error with pixels inside each face box weighted ``1 + face_weight``, normalised

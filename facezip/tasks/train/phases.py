@@ -97,8 +97,8 @@ class Finetune(Phase):
     distortion = FaceNetLoss.distortion
 
     def loss(self, tcfg: Any, device: torch.device) -> nn.Module:
-        facenet = load_facenet(tcfg.finetune.facenet_weights, device)
-        settings = tcfg.finetune
+        settings = tcfg.finetune  # b = 0: no FaceNet to load (nor weights to have)
+        facenet = load_facenet(settings.facenet_weights, device) if settings.facenet_weight else None
         return FaceNetLoss(facenet, settings.pixel_weight, settings.facenet_weight, tcfg.lmbda,
                            settings.face_weight).to(device)
 
@@ -106,4 +106,5 @@ class Finetune(Phase):
         return load_recognizers(list(tcfg.finetune.val_judges), RecognizerOptions(tcfg.finetune.facenet_weights))
 
     def check(self, tcfg: Any, storage: Storage) -> None:
-        load_facenet(tcfg.finetune.facenet_weights, "cpu", storage)  # resolve (or convert) it once, here
+        if tcfg.finetune.facenet_weight:
+            load_facenet(tcfg.finetune.facenet_weights, "cpu", storage)  # resolve (or convert) it once, here
