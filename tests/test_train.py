@@ -177,14 +177,18 @@ def test_finetune_on_face_crops_sqlite_and_s3_checkpoints(ray_local, face_crops,
 def test_a_gain_rung_trains_the_quantization_gains_alone(ray_local, face_crops, facenet_file, tmp_path):
     """A new rung from a bundled one: quant_gain added to weights that predate it, trained alone
     (train.trainable) at its own lr on 2 DDP workers; every other parameter comes back unchanged.
-    A wall-clock budget shorter than a step stops both workers after the first one, checkpointed."""
+    A wall-clock budget shorter than a step stops both workers after the first one, checkpointed.
+    The faces come as one Parquet file (as scripts/pack_faces.py writes them), not a detect folder."""
     init = bundled_weights_path("mean-scale-hyperprior", level=2)
     cfg = load_config([], [*FAST, "tracking.enabled=false", "train.epochs=3", "train.max_minutes=0.0001",
                            "codec.name=mean-scale-hyperprior",
                            "codecs.mean_scale_hyperprior.quant_gain=true", "train.trainable=[quant_gain]",
                            "train.lr_by_parameter.quant_gain=0.05", "train.lmbda=1",
                            f"train.finetune.facenet_weights={facenet_file}"])
-    summary = run_train(cfg, str(face_crops), str(tmp_path / "gain"), "finetune", init_weights=str(init))
+    one_file = tmp_path / "faces.parquet"
+    pq.write_table(pa.concat_tables(pq.read_table(part) for part in sorted((face_crops / "faces").glob("*.parquet"))),
+                   one_file)
+    summary = run_train(cfg, str(one_file), str(tmp_path / "gain"), "finetune", init_weights=str(init))
 
     assert (summary["metrics"]["epoch"], summary["metrics"]["step"]) == (1, 1)
     trained, start = (load_codec("mean-scale-hyperprior", path) for path in (summary["weights"], str(init)))

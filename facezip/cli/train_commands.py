@@ -17,9 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train cfg.codec.name on DATA and write DEST/weights/<codec>.pt, Ray Train checkpoints "
                     "(DEST/ray unless train.storage_path) and DEST/_SUCCESS.json; run again to resume. "
                     "pretrain: DATA is any folder of photos (local or s3://), loss L1 + (1 - MS-SSIM). "
-                    "finetune: DATA is a detect output (its faces/ Parquet), loss pixel L2 + FaceNet L2. "
+                    "finetune: DATA is a detect output (its faces/ Parquet) or one Parquet file of face crops, "
+                    "loss pixel L2 + FaceNet L2, on crops varied by train.augment.*. "
                     "masked-cvae trains in either phase on its own loss: face-masked L1 + KL (train.masked.*). "
-                    "Settings: train.* keys, e.g. train.epochs=20 train.num_workers=2 train.cpus_per_worker=0.5.")
+                    "Settings: train.* keys, e.g. train.epochs=20 train.num_workers=2 train.cpus_per_worker=0.5; "
+                    "train.max_minutes=M stops, checkpointed, after M minutes of training.")
     parser.add_argument("data", metavar="DATA")
     parser.add_argument("dest", metavar="DEST")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
