@@ -186,7 +186,8 @@ def test_a_gain_rung_trains_the_quantization_gains_alone(ray_local, face_crops, 
                            "train.lr_by_parameter.quant_gain=0.05", "train.lmbda=1",
                            f"train.finetune.facenet_weights={facenet_file}"])
     one_file = tmp_path / "faces.parquet"
-    pq.write_table(pa.concat_tables(pq.read_table(part) for part in sorted((face_crops / "faces").glob("*.parquet"))),
+    parts = [pq.read_table(part) for part in sorted((face_crops / "faces").glob("*.parquet"))]
+    pq.write_table(pa.concat_tables(parts, promote_options="permissive"),
                    one_file)
     summary = run_train(cfg, str(one_file), str(tmp_path / "gain"), "finetune", init_weights=str(init))
 
