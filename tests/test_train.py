@@ -187,8 +187,7 @@ def test_a_gain_rung_trains_the_quantization_gains_alone(ray_local, face_crops, 
                            f"train.finetune.facenet_weights={facenet_file}"])
     one_file = tmp_path / "faces.parquet"
     parts = [pq.read_table(part) for part in sorted((face_crops / "faces").glob("*.parquet"))]
-    pq.write_table(pa.concat_tables(parts, promote_options="permissive"),
-                   one_file)
+    pq.write_table(pa.concat_tables(parts, promote_options="permissive"), one_file)
     summary = run_train(cfg, str(one_file), str(tmp_path / "gain"), "finetune", init_weights=str(init))
 
     assert (summary["metrics"]["epoch"], summary["metrics"]["step"]) == (1, 1)
