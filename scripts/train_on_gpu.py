@@ -172,7 +172,9 @@ def main() -> None:
                state_file)
     frozen = load_codec(args.codec, args.init or "bundled")
     frozen.load_state_dict({k: v.float().cpu() for k, v in codec.state_dict().items()})
-    metadata = {"trained_by": "scripts/train_on_gpu.py", "phase": PHASE, "data": str(args.data), "steps": step,
+    steps_before = int(frozen.metadata.get("steps") or 0)  # the starting weights' own training
+    metadata = {"trained_by": "scripts/train_on_gpu.py", "phase": PHASE, "data": str(args.data),
+                "steps": steps_before + step, "steps_this_run": step,
                 "lmbda": tcfg.lmbda, "val": metrics}
     (args.out / f"{args.codec}.pt").write_bytes(weights_to_bytes(frozen.freeze(), metadata))
     print(json.dumps(summary), flush=True)

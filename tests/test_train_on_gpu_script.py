@@ -60,13 +60,13 @@ def test_pack_then_train_for_a_budget_then_go_on(tmp_path):
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["step"] == 1 and summary["device"] == "cpu" and np.isfinite(summary["val_psnr"])
-    trained = load_codec("comcnn-reccnn", str(out / "comcnn-reccnn.pt"))
-    assert trained.metadata["steps"] == 1 and trained.metadata["lmbda"] == 2000.0  # the bundled model's λ
-    bundled = load_codec("comcnn-reccnn", "bundled")
+    trained, bundled = (load_codec("comcnn-reccnn", weights) for weights in (str(out / "comcnn-reccnn.pt"), "bundled"))
+    assert trained.metadata["lmbda"] == 2000.0  # the bundled model's λ
+    assert trained.metadata["steps"] == bundled.metadata["steps"] + 1  # the steps the model has had, in all
     assert trained.weights_hash() != bundled.weights_hash()
 
     again = _run(*train)  # the same command goes on from state.pt
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1])["step"] == 2
-    assert load_codec("comcnn-reccnn", str(out / "comcnn-reccnn.pt")).metadata["steps"] == 2
+    assert load_codec("comcnn-reccnn", str(out / "comcnn-reccnn.pt")).metadata["steps"] == bundled.metadata["steps"] + 2
     assert len((out / "log.jsonl").read_text().splitlines()) == 4  # a step line and a summary per run

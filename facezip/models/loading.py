@@ -36,6 +36,18 @@ def bundled_levels(codec_name: str) -> list[int]:
     return sorted(int(n[len(prefix):-3]) for n in names if n.startswith(prefix) and n[len(prefix):-3].isdigit())
 
 
+def retired_weights_paths(codec_name: str) -> list:
+    """``weights/retired/<codec>-<weights hash>.pt``: bundled models a newer one replaced, kept so
+    that the files they wrote still decode (a file names the weights hash that wrote it)."""
+    folder = resources.files("facezip.models") / "weights" / "retired"
+    if not folder.is_dir():
+        return []
+    prefix = f"{codec_name}-"
+    return sorted((entry for entry in folder.iterdir() if entry.name.startswith(prefix)
+                   and entry.name.endswith(".pt") and not entry.name[len(prefix):].startswith("l")),
+                  key=lambda entry: entry.name)
+
+
 def weights_to_bytes(codec: Codec, metadata: dict[str, Any] | None = None) -> bytes:
     buffer = io.BytesIO()
     torch.save({"format": WEIGHTS_FORMAT, "codec": codec.name, "architecture": codec.architecture(),

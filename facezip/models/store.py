@@ -86,14 +86,16 @@ class CodecStore:
         return model if quality is None else model.at_quality(quality)
 
     def bundled(self, name: str) -> list[Codec]:
-        """Every bundled model of ``name``: its ladder's rungs, or its one bundled model ([] if it ships none)."""
+        """Every bundled model of ``name``: its ladder's rungs, or its bundled model and the ones it
+        replaced (``loading.retired_weights_paths``); [] if it ships none."""
         ladder = {} if codec_class(name).quality_range is not None else self.ladder(name)
         if ladder or not codec_class(name).learned:
             return list(ladder.values())
+        retired = [self.load(name, str(path)) for path in loading.retired_weights_paths(name)]
         try:
-            return [self.load(name)]
+            return [self.load(name), *retired]
         except ValueError:  # this codec ships no weights: nothing to match
-            return []
+            return retired
 
     def find(self, name: str, weights_hash: str) -> Codec:
         """The codec ``name`` whose weights hash is ``weights_hash``, among those available."""
@@ -129,7 +131,9 @@ class CodecStore:
         parts = [f"the given weights {', '.join(given)}"] if given else []
         if name in self._searched:
             levels = loading.bundled_levels(name)
-            parts.insert(0, f"bundled levels {', '.join(map(str, levels))}" if levels else "its bundled weights")
+            retired = len(loading.retired_weights_paths(name))
+            parts.insert(0, f"bundled levels {', '.join(map(str, levels))}" if levels else
+                         "its bundled weights" + (f" and the {retired} they replaced" if retired else ""))
         return " or ".join(parts) or f"any loaded {name} weights"
 
 

@@ -75,8 +75,11 @@ def train(ctx: StageContext, data: str, phase: str, init_weights: str | None = N
     result = _fit(cfg, phase, codec, training_data, target, dest)
     best, best_metrics = _best_checkpoint(result)
     trained = _codec_from_checkpoint(best)
+    steps = best_metrics.get("step")
     weights = weights_to_bytes(trained, {"trained_by": "facezip train", "phase": phase, "data": data,
-                                         "epochs": best_metrics.get("epoch"), "steps": best_metrics.get("step"),
+                                         "epochs": best_metrics.get("epoch"), "steps_this_run": steps,
+                                         # what the model has been trained for, its starting weights' steps too
+                                         "steps": steps + _steps_before(codec) if steps is not None else None,
                                          # what --effort refines for (mean-scale-hyperprior's R + λ·D)
                                          "lmbda": cfg.train.lmbda,
                                          "distortion": codec_distortion(get_phase(phase), trained)})
@@ -87,6 +90,11 @@ def train(ctx: StageContext, data: str, phase: str, init_weights: str | None = N
     return {"phase": phase, "data": data, "weights": weights_uri, "model_uri": model_uri, "checkpoint": best.path,
             "images": training_data.counts, "skipped_examples": training_data.skipped,
             "metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))}}
+
+
+def _steps_before(codec: Codec) -> int:
+    """The steps the starting weights record having been trained for (0 for an untrained model)."""
+    return int((getattr(codec, "metadata", None) or {}).get("steps") or 0)
 
 
 TRAIN_STAGE = StageSpec("train", train, TrainConfig, result_keys=(
