@@ -58,6 +58,7 @@ from facezip.tasks.train.steps import (  # noqa: E402
     make_loss,
     make_optimizers,
     objective,
+    steps_trained,
     train_step,
     trainable_names,
     warm_up,
@@ -170,13 +171,10 @@ def main() -> None:
     log.write(json.dumps(summary) + "\n")
     torch.save({"model": codec.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "step": step},
                state_file)
-    frozen = load_codec(args.codec, args.init or "bundled")
-    frozen.load_state_dict({k: v.float().cpu() for k, v in codec.state_dict().items()})
-    steps_before = int(frozen.metadata.get("steps") or 0)  # the starting weights' own training
     metadata = {"trained_by": "scripts/train_on_gpu.py", "phase": PHASE, "data": str(args.data),
-                "steps": steps_before + step, "steps_this_run": step,
+                "steps": steps_trained(codec) + step, "steps_this_run": step,
                 "lmbda": tcfg.lmbda, "val": metrics}
-    (args.out / f"{args.codec}.pt").write_bytes(weights_to_bytes(frozen.freeze(), metadata))
+    (args.out / f"{args.codec}.pt").write_bytes(weights_to_bytes(codec, metadata))  # tensors saved to the CPU
     print(json.dumps(summary), flush=True)
 
 

@@ -7,6 +7,7 @@ A weights file is a ``torch.save``d dict ``{"format", "codec", "architecture", "
 from __future__ import annotations
 
 import io
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,8 @@ def retired_weights_paths(codec_name: str) -> list:
     folder = resources.files("facezip.models") / "weights" / "retired"
     if not folder.is_dir():
         return []
-    prefix = f"{codec_name}-"
-    return sorted((entry for entry in folder.iterdir() if entry.name.startswith(prefix)
-                   and entry.name.endswith(".pt") and not entry.name[len(prefix):].startswith("l")),
-                  key=lambda entry: entry.name)
+    name = re.compile(re.escape(codec_name) + r"-[0-9a-f]{16}\.pt")
+    return sorted((entry for entry in folder.iterdir() if name.fullmatch(entry.name)), key=lambda entry: entry.name)
 
 
 def weights_to_bytes(codec: Codec, metadata: dict[str, Any] | None = None) -> bytes:

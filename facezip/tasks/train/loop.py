@@ -117,13 +117,11 @@ def train_loop(config: dict[str, Any]) -> None:
             break
 
 
-
 def say(line: str) -> None:
     """One progress line on the worker's stdout, which Ray forwards to the driver. Not ``print``:
     Ray Train patches it in workers to log *and* echo, and every line reached the console twice."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
 
 
 def _prepare_model(codec: Codec) -> nn.Module:
@@ -149,7 +147,6 @@ def restore(codec: Codec, optimizers: list[torch.optim.Optimizer]) -> tuple[int,
     for optimizer, saved in zip(optimizers, state["optimizers"]):
         optimizer.load_state_dict(saved)
     return int(state["epoch"]), int(state["step"])
-
 
 
 class _Validator:

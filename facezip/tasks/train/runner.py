@@ -33,7 +33,7 @@ from facezip.tasks.train.config import TrainConfig
 from facezip.tasks.train.data import load_training_data
 from facezip.tasks.train.loop import CHECKPOINT_FILE, train_loop
 from facezip.tasks.train.phases import codec_distortion, get_phase
-from facezip.tasks.train.steps import parameters_named, trainable_names
+from facezip.tasks.train.steps import parameters_named, steps_trained, trainable_names
 from facezip.tasks.train.tracking import log_trained_model, worker_visible_uri
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def train(ctx: StageContext, data: str, phase: str, init_weights: str | None = N
     weights = weights_to_bytes(trained, {"trained_by": "facezip train", "phase": phase, "data": data,
                                          "epochs": best_metrics.get("epoch"), "steps_this_run": steps,
                                          # what the model has been trained for, its starting weights' steps too
-                                         "steps": steps + _steps_before(codec) if steps is not None else None,
+                                         "steps": steps + steps_trained(codec) if steps is not None else None,
                                          # what --effort refines for (mean-scale-hyperprior's R + λ·D)
                                          "lmbda": cfg.train.lmbda,
                                          "distortion": codec_distortion(get_phase(phase), trained)})
@@ -90,11 +90,6 @@ def train(ctx: StageContext, data: str, phase: str, init_weights: str | None = N
     return {"phase": phase, "data": data, "weights": weights_uri, "model_uri": model_uri, "checkpoint": best.path,
             "images": training_data.counts, "skipped_examples": training_data.skipped,
             "metrics": {k: v for k, v in best_metrics.items() if isinstance(v, (int, float))}}
-
-
-def _steps_before(codec: Codec) -> int:
-    """The steps the starting weights record having been trained for (0 for an untrained model)."""
-    return int((getattr(codec, "metadata", None) or {}).get("steps") or 0)
 
 
 TRAIN_STAGE = StageSpec("train", train, TrainConfig, result_keys=(

@@ -65,6 +65,12 @@ def parameters_named(codec: Codec, selection: list[str], key: str) -> set[str]:
     return chosen
 
 
+def steps_trained(codec: Codec) -> int:
+    """The steps a model's weights record having been trained for (0 for an untrained model): what
+    a run that starts from them adds its own steps to."""
+    return int((getattr(codec, "metadata", None) or {}).get("steps") or 0)
+
+
 def warm_up(optimizer: torch.optim.Optimizer, step: int, warmup_steps: int) -> None:
     """Linear warmup of the main lr over the first ``warmup_steps`` global steps (from the step
     count, so a resumed run continues where it was without scheduler state)."""
