@@ -57,6 +57,7 @@ from facezip.tasks.train.steps import (  # noqa: E402
     for_precision,
     make_loss,
     make_optimizers,
+    needs_masks,
     objective,
     steps_trained,
     train_step,
@@ -144,7 +145,7 @@ def main() -> None:
         step = int(state["step"])
     start_step = step
     columns, train_rows, val_rows = load_rows(args.data, tcfg.val_fraction)
-    maker = BatchMaker(PHASE, tcfg.crop_size, tcfg.max_image_pixels, codec.masked_loss, tcfg.augment)
+    maker = BatchMaker(PHASE, tcfg.crop_size, tcfg.max_image_pixels, needs_masks(codec, PHASE, tcfg), tcfg.augment)
     print(f"{args.codec} on {device}: {len(train_rows)} training and {len(val_rows)} validation faces, "
           f"from step {step}, {args.minutes:g} min", flush=True)
 

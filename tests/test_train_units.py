@@ -79,6 +79,19 @@ def test_facenet_loss_sees_the_face_box_and_needs_frozen_facenet():
         FaceNetLoss(None)
 
 
+def test_the_face_weighted_pixel_term_follows_the_landmark_mask_else_the_box():
+    x = torch.rand(1, 3, 32, 32)
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 32.0]])  # the left half
+    masks = torch.zeros(1, 1, 32, 32)
+    masks[..., 16:] = 1  # the right half
+    error_right = x.clone()
+    error_right[..., 16:] += 0.1
+    loss = FaceNetLoss(None, facenet_weight=0.0, face_weight=3.0)
+    plain = float(((error_right - x) ** 2).mean())
+    assert float(loss(error_right, x, boxes)["pixel_l2"]) == pytest.approx(plain * 2 / 5)  # weights 4 | 1
+    assert float(loss(error_right, x, boxes, masks)["pixel_l2"]) == pytest.approx(plain * 8 / 5)
+
+
 def test_batch_maker_pretrain_crops_and_finetune_boxes(astronaut):
     small = astronaut[:40, :50]  # smaller than the crop: reflect-padded, not refused
     batch = {"image_bytes": np.array([_png(astronaut), _png(small)], dtype=object)}

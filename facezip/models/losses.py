@@ -66,6 +66,10 @@ class FaceNetLoss(nn.Module):
     Euclidean distance of the unit-length embeddings, ``2 − 2·cos``, averaged over the batch
     (a per-entry mean would divide it by 512 and drown it under the pixel term at a = b = 1).
     FaceNet must be frozen and in eval mode (``facezip.models.facenet.load_facenet``).
+
+    ``face_weight`` w > 0 weighs the pixel term by an importance map, 1 + w on the face and 1 elsewhere
+    (the face-mask loss of the masked-CVAE seed paper, softened): the face masks of the batch from
+    detect's landmarks (``facezip.models.face_mask``) when it has them, else its face boxes.
     """
 
     distortion = "mse+facenet"
@@ -91,11 +95,11 @@ class FaceNetLoss(nn.Module):
         faces = roi_align(images, rois, output_size=FACENET_INPUT, sampling_ratio=2, aligned=True)
         return self.facenet(standardize(faces))
 
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor,
-                boxes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor | None = None,
+                masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if boxes is None:
             raise ValueError("FaceNetLoss needs the face boxes of the batch")
-        pixel_l2 = F.mse_loss(x_hat, x) if not self.face_weight else self._face_weighted_l2(x_hat, x, boxes)
+        pixel_l2 = F.mse_loss(x_hat, x) if not self.face_weight else self._face_weighted_l2(x_hat, x, boxes, masks)
         if self.facenet is None:  # b = 0: the pixel term alone, without FaceNet's cost
             return {"pixel_l2": pixel_l2, "loss": self.pixel_weight * pixel_l2}
         with torch.no_grad():
@@ -104,14 +108,16 @@ class FaceNetLoss(nn.Module):
         return {"pixel_l2": pixel_l2, "facenet_l2": facenet_l2,
                 "loss": self.pixel_weight * pixel_l2 + self.facenet_weight * facenet_l2}
 
-    def _face_weighted_l2(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """The squared error with pixels inside each face box weighted ``1 + face_weight``, normalised
-        so a uniform error gives the plain MSE."""
-        rows = torch.arange(x.shape[-2], device=x.device, dtype=boxes.dtype)[None, :, None]
-        cols = torch.arange(x.shape[-1], device=x.device, dtype=boxes.dtype)[None, None, :]
-        inside = ((rows >= boxes[:, 1, None, None]) & (rows < boxes[:, 3, None, None])
-                  & (cols >= boxes[:, 0, None, None]) & (cols < boxes[:, 2, None, None]))
-        weights = (1 + self.face_weight * inside.to(x.dtype))[:, None]
+    def _face_weighted_l2(self, x_hat: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor,
+                          masks: torch.Tensor | None) -> torch.Tensor:
+        """The squared error with face pixels (``masks``, else inside each box) weighted ``1 + face_weight``,
+        normalised so a uniform error gives the plain MSE."""
+        if masks is None:
+            rows = torch.arange(x.shape[-2], device=x.device, dtype=boxes.dtype)[None, :, None]
+            cols = torch.arange(x.shape[-1], device=x.device, dtype=boxes.dtype)[None, None, :]
+            masks = ((rows >= boxes[:, 1, None, None]) & (rows < boxes[:, 3, None, None])
+                     & (cols >= boxes[:, 0, None, None]) & (cols < boxes[:, 2, None, None]))[:, None]
+        weights = 1 + self.face_weight * masks.to(x.dtype)
         return ((x_hat - x).pow(2) * weights).sum() / (weights.sum() * x.shape[1])
 
 

@@ -29,7 +29,8 @@ class FinetuneConfig:
     beta1: float = 0.99
     weight_decay: float = 0.001
     pixel_weight: float = 1.0
-    # the pixel loss inside the face box counts 1 + face_weight times (0: eq. 2's plain L2)
+    # the pixel loss on the face counts 1 + face_weight times (0: eq. 2's plain L2): inside the face mask
+    # from detect's landmarks, or the face box for rows without them
     face_weight: float = 0.0
     facenet_weight: float = 1.0
     facenet_weights: str = "casia-webface"  # vggface2 | casia-webface | path or s3:// state dict | none

@@ -34,6 +34,7 @@ from facezip.tasks.train.steps import (
     for_precision,
     make_loss,
     make_optimizers,
+    needs_masks,
     objective,
     train_step,
     trainable_names,
@@ -67,7 +68,7 @@ def train_loop(config: dict[str, Any]) -> None:
     optimizers = make_optimizers(codec, phase, tcfg)
     start_epoch, step = restore(codec, optimizers)
     model = _prepare_model(codec)
-    batches = BatchMaker(phase, tcfg.crop_size, tcfg.max_image_pixels, masks=codec.masked_loss,
+    batches = BatchMaker(phase, tcfg.crop_size, tcfg.max_image_pixels, masks=needs_masks(codec, phase, tcfg),
                          augment=tcfg.augment)
     clock = WallClock(tcfg.max_minutes, context.get_world_size(), device)
     validator = _Validator(batches, loss_fn, get_phase(phase).val_judges(tcfg), device, config["mlflow"], step) \

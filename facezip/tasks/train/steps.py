@@ -26,6 +26,11 @@ def make_loss(phase: str, tcfg: Any, device: torch.device, codec: Codec | None =
     return get_phase(phase).loss(tcfg, device)
 
 
+def needs_masks(codec: Codec, phase: str, tcfg: Any) -> bool:
+    """Whether batches carry face masks: for a masked loss, or finetune's face-weighted pixel term."""
+    return codec.masked_loss or (phase == "finetune" and tcfg.finetune.face_weight > 0)
+
+
 def make_optimizers(codec: Codec, phase: str, tcfg: Any) -> list[torch.optim.Optimizer]:
     """Adam with β1 from config (the paper's momentum 0.99); ``train.lr`` overrides the phase's lr.
     Entropy-model quantiles get their own Adam on the codec's auxiliary loss, as in CompressAI."""
