@@ -114,7 +114,7 @@ if [ "$WHAT" = comcnn-reccnn ] || [ "$WHAT" = all ]; then
     codecs.comcnn_reccnn.rec_layers=12 train.precision=bf16 train.batch_size=8 train.crop_size=160 \
     train.val_fraction=0.03 train.max_steps_per_epoch=150 train.lr=0.0003 train.warmup_steps=50 \
     train.finetune.beta1=0.9 train.finetune.weight_decay=0 train.lmbda=2000 train.finetune.face_weight=2 \
-    train.registered_model_name=facezip-comcnn-reccnn"
+    train.registered_model_name=facezip-comcnn-reccnn codecs.comcnn_reccnn.face_gain=0"
   finished "$RUNS/crc-avif" || facezip train --phase finetune "$RUNS/mixed-faces" "$RUNS/crc-avif" $TRAIN $CRC \
     --init scratch train.trainable=[rec] train.epochs=6
   finished "$RUNS/crc-avif-full" || facezip train --phase finetune "$RUNS/mixed-faces" "$RUNS/crc-avif-full" $TRAIN \
@@ -126,7 +126,29 @@ if [ "$WHAT" = comcnn-reccnn ] || [ "$WHAT" = all ]; then
   finished "$RUNS/crc-aug" || facezip train --phase finetune "$RUNS/mixed-faces" "$RUNS/crc-aug" $TRAIN $CRC \
     --init "$RUNS/crc-avif/weights/comcnn-reccnn.pt" train.trainable=[rec] train.epochs=8 train.max_minutes=30 \
     train.lr=0.0001 train.warmup_steps=30 train.augment.enabled=true
-  cp "$RUNS/crc-aug/weights/comcnn-reccnn.pt" "$WEIGHTS/comcnn-reccnn.pt"
+  # Release 11: face-dense resampling (face_gain 1: the centre ellipse sampled twice as densely as the
+  # rest). The augmented model's weights moved to face_gain=1, RecCNN fine-tuned for the new
+  # geometry by the GPU script on the CPU (45-minute budget, FaceNet on, face-mask-weighted MSE),
+  # on the same faces packed into one file. Its weights are the bundled model (the augmented
+  # model is weights/retired/).
+  [ -f "$RUNS/faces-packed.parquet" ] || python scripts/pack_faces.py "$RUNS/faces-packed.parquet" \
+    "$RUNS/train-lfw-tight" "$RUNS/train-lfw-margin32" "$RUNS/train-celeba-tight"
+  [ -f "$RUNS/crc-fg-start.pt" ] || python - "$RUNS/crc-aug/weights/comcnn-reccnn.pt" "$RUNS/crc-fg-start.pt" <<'PY'
+import sys
+from facezip.models import create_codec
+from facezip.models.loading import load_codec, weights_to_bytes
+uniform = load_codec("comcnn-reccnn", sys.argv[1])
+dense = create_codec("comcnn-reccnn", **{**uniform.architecture(), "face_gain": 1.0})
+dense.load_state_dict(uniform.state_dict())
+metadata = {key: uniform.metadata[key] for key in ("steps", "lmbda", "distortion") if key in uniform.metadata}
+open(sys.argv[2], "wb").write(weights_to_bytes(dense.freeze(), metadata))
+PY
+  [ -f "$RUNS/crc-fg/comcnn-reccnn.pt" ] || python scripts/train_on_gpu.py "$RUNS/faces-packed.parquet" \
+    "$RUNS/crc-fg" --init "$RUNS/crc-fg-start.pt" --minutes 45 --loader-workers 1 train.precision=bf16 \
+    train.batch_size=8 train.crop_size=160 train.lr=0.0002 train.warmup_steps=30 train.finetune.beta1=0.9 \
+    train.finetune.weight_decay=0 train.lmbda=2000 train.finetune.face_weight=2 train.trainable=[rec] \
+    train.val_fraction=0.03 train.log_every_steps=25
+  cp "$RUNS/crc-fg/comcnn-reccnn.pt" "$WEIGHTS/comcnn-reccnn.pt"
   # The paper's base, JPEG (not bundled; measured in the #15 note): the AVIF model's RecCNN moved to
   # base=jpeg, then 300 steps on JPEG's output (validation flat after epoch 2 of 3; stopped there).
   [ -f "$RUNS/crc-jpeg-start.pt" ] || python - "$RUNS/crc-avif/weights/comcnn-reccnn.pt" "$RUNS/crc-jpeg-start.pt" <<'PY'

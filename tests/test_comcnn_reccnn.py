@@ -176,7 +176,7 @@ def test_the_default_codec_is_the_shipped_model_and_the_papers_is_a_config_away(
     assert (cfg.codec.name, bundled.architecture()) == ("comcnn-reccnn", architecture_defaults("comcnn-reccnn"))
     paper = load_config([Path(__file__).parents[1] / "configs" / "comcnn-reccnn-paper.yaml"])
     options = architecture_options(paper.codec.name, dict(paper.codecs.comcnn_reccnn))
-    assert options == {"base": "jpeg", "half_size": True, "channels": 64, "rec_layers": 20}
+    assert options == {"base": "jpeg", "half_size": True, "channels": 64, "rec_layers": 20, "face_gain": 0.0}
 
 
 def test_the_base_codec_runs_its_thorough_settings_fewer_bytes_for_the_same_decoder(astronaut):

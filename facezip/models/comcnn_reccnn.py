@@ -7,6 +7,13 @@ the standard codec ``Cod`` stores ``c`` (the payload is its file, byte for byte)
 restores ``x̂ = u + Re(u)`` from ``u``, the bicubic upsampling of the decoded ``Cod(c)``.
 With ``half_size`` off the codec sees ``x`` itself and RecCNN is a pure restoration network.
 
+Face-aware bit allocation (``face_gain`` g > 0, facezip's addition): ComCNN codes ``W(x)``, the image
+resampled ``1 + g`` times more densely across the face region than elsewhere
+(``facezip.models.face_sampling``), and ``u`` is sampled back through the inverse warp ``W⁻¹``: the
+base codec's bits follow its pixels, so they follow the face. The region is the centre ellipse
+encoder and decoder derive from the size: nothing of it travels in the file. Weights saved before
+the option existed load with g = 0, and decode as they always did.
+
 facezip's default codec. Its defaults are what ships: AVIF as the base, RecCNN of 32 filters ×
 12 layers (8× fewer operations than the paper's 64 × 20, so that a CPU trains it and decodes a
 160 px face in tens of milliseconds); the paper's JPEG, 64 × 20 is ``configs/comcnn-reccnn-paper.yaml``.
@@ -28,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facezip.infra.images import decode_standard, encode_standard, map_in_threads
-from facezip.models import base_file
+from facezip.models import base_file, face_sampling
 from facezip.models.coding import to_tensor, to_uint8
 from facezip.models.container import FzFormatError
 from facezip.models.registry import Codec, register_codec
@@ -83,16 +90,21 @@ class ComRecCNN(Codec):
     # λ on the MSE of [0, 1] pixels against FaceNet's b = 1: the bundled model's (the identity term,
     # about 0.2, and λ·MSE, about 0.002 · 2000 at 33 dB, weigh alike). The rate is the base codec's.
     default_lmbda = {"mse+facenet": 2000.0}
+    legacy_architecture = {"face_gain": 0.0}  # the weights of releases before 11: a uniform grid
 
-    def __init__(self, base: str = "avif", half_size: bool = True, channels: int = 32, rec_layers: int = 12) -> None:
+    def __init__(self, base: str = "avif", half_size: bool = True, channels: int = 32, rec_layers: int = 12,
+                 face_gain: float = 1.0) -> None:
         super().__init__()
         if base not in BASES:
             raise ValueError(f"codecs.comcnn_reccnn.base: '{base}' is not a base codec ({', '.join(BASES)})")
         if rec_layers < 2:
             raise ValueError(f"codecs.comcnn_reccnn.rec_layers: {rec_layers} < 2 "
                              "(RecCNN needs an input and an output layer)")
+        if not 0 <= face_gain <= 8:
+            raise ValueError(f"codecs.comcnn_reccnn.face_gain: {face_gain} is outside [0, 8] (the face region's "
+                             "extra sampling density; 0 = uniform)")
         self._arch = {"base": base, "half_size": bool(half_size), "channels": int(channels),
-                      "rec_layers": int(rec_layers)}
+                      "rec_layers": int(rec_layers), "face_gain": float(face_gain)}
         self.quality = self.default_quality
         self.com = ComCNN(channels) if half_size else None
         self.rec = RecCNN(channels, rec_layers)
@@ -108,14 +120,28 @@ class ComRecCNN(Codec):
     def architecture(self) -> dict[str, Any]:
         return dict(self._arch)
 
+    def coding_notes(self) -> dict[str, Any]:
+        gain = self._arch["face_gain"]
+        if not gain:
+            return {"face_region": "none: the image is sampled uniformly"}
+        return {"face_region": f"the centre ellipse (half-axes 0.3 W, 0.4 H), sampled {1 + gain:g}× as densely as "
+                               "the rest; derived from the image size, no landmarks stored"}
+
     def compact(self, x: torch.Tensor) -> torch.Tensor:
-        """``c``: what the base codec stores (``x`` itself without ``half_size``)."""
-        return x if self.com is None else F.avg_pool2d(x, 2) + self.com(x)
+        """``c``: what the base codec stores, from ``W(x)`` (``x`` itself without ``face_gain``;
+        ``W(x)`` itself without ``half_size``)."""
+        gain = self._arch["face_gain"]
+        warped = face_sampling.resample(x, tuple(x.shape[-2:]), gain, inverse=False) if gain else x
+        return warped if self.com is None else F.avg_pool2d(warped, 2) + self.com(warped)
 
     def restore(self, decoded: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """``x̂ = u + Re(u)``, ``u`` the decoded compact image upsampled (bicubic) to ``size``."""
-        up = decoded if decoded.shape[-2:] == size else F.interpolate(decoded, size=size, mode="bicubic",
-                                                                      align_corners=False)
+        """``x̂ = u + Re(u)``, ``u`` the decoded compact image sampled (bicubic) at ``size`` through ``W⁻¹``."""
+        if self._arch["face_gain"]:
+            up = face_sampling.resample(decoded, size, self._arch["face_gain"], inverse=True, mode="bicubic")
+        elif decoded.shape[-2:] != size:
+            up = F.interpolate(decoded, size=size, mode="bicubic", align_corners=False)
+        else:
+            up = decoded
         return up + self.rec(up)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -65,7 +65,7 @@ def codec_from_bytes(data: bytes, source: str, expected_codec: str | None = None
     if expected_codec and blob["codec"] != expected_codec:
         raise ValueError(f"{source}: holds weights of codec '{blob['codec']}', not '{expected_codec}' (give "
                          f"codec.name={blob['codec']})")
-    codec = create_codec(blob["codec"], **blob["architecture"])
+    codec = create_codec(blob["codec"], **{**codec_class(blob["codec"]).legacy_architecture, **blob["architecture"]})
     codec.load_state_dict(blob["state_dict"])
     codec.metadata = blob.get("metadata", {})
     return codec.freeze()

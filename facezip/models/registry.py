@@ -64,6 +64,9 @@ class Codec(nn.Module, ABC):
     refinable: ClassVar[bool] = False
     # the steps of that refinement per image ``compress`` takes (0: the encoder's latents as they come)
     effort: int = 0
+    # architecture options added after weights were first saved, with the value those weights were
+    # trained with: a weights file that lacks one loads with it (its constructor default may differ)
+    legacy_architecture: ClassVar[dict[str, Any]] = {}
 
     @property
     @abstractmethod
@@ -106,6 +109,10 @@ class Codec(nn.Module, ABC):
     @abstractmethod
     def architecture(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this codec (saved beside its weights)."""
+
+    def coding_notes(self) -> dict[str, Any]:
+        """What ``facezip info`` adds about how these weights code a file ({}: nothing to add)."""
+        return {}
 
     def aux_loss(self) -> torch.Tensor | None:
         """A loss for ``aux_parameters`` alone (entropy models' quantiles), or None."""

@@ -109,13 +109,6 @@ class CodecStore:
                                 "of the weights that wrote it")
         return codec
 
-    def level_of(self, name: str, weights_hash: str) -> int | None:
-        """The bundled rung that has these weights, or None."""
-        try:
-            return getattr(self.find(name, weights_hash), "level", None)
-        except FzFormatError:
-            return None
-
     def _index(self, codecs: Iterable[Codec]) -> None:
         self._by_hash.update((codec.weights_hash(), codec) for codec in codecs)
 

@@ -136,15 +136,25 @@ def describe_file(data: bytes, store: CodecStore | None = None) -> dict[str, obj
     """The header of a ``.fz`` file and its rate, for ``facezip info``; with ``store``, the
     level of the bundled rate ladder that wrote it (when one did)."""
     header, stream, coding = read_header(data)
-    level = store.level_of(header.codec, header.weights_hash) if store else None
     known = header.codec in available_codecs(fixed=True)  # info still describes files of codecs it lacks
+    codec = _writer(store, header.codec, header.weights_hash) if store and known else None
+    level = getattr(codec, "level", None)
     raw = codec_class(header.codec).raw_file(stream) if coding == PAYLOAD_STORED and known else None
     return {"codec": header.codec, "weights_hash": header.weights_hash,
             **({"bundled_level": level} if level is not None else {}), "height": header.height,
             "width": header.width, "file_bytes": len(data), "payload_bytes": len(stream),
             "payload_coding": "stored (entropy-coded by the codec)" if coding == PAYLOAD_STORED else "xz",
             **({"payload_file": raw[1].lstrip(".")} if raw else {}),
-            "bpp": round(bits_per_pixel(len(data), header.height, header.width), 4)}
+            "bpp": round(bits_per_pixel(len(data), header.height, header.width), 4),
+            **(codec.coding_notes() if codec else {})}
+
+
+def _writer(store: CodecStore, name: str, weights_hash: str) -> Codec | None:
+    """The weights that wrote a file, when the store has them."""
+    try:
+        return store.find(name, weights_hash)
+    except FzFormatError:
+        return None
 
 
 def _read_image(result: FileResult, storage: Storage, accept_damaged: bool) -> np.ndarray | None:
