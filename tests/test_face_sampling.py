@@ -4,12 +4,15 @@ pixels, the warp inverts, and weights saved before the option existed decode as 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import psnr
+from facezip.cli import main
 from facezip.models import create_codec
 from facezip.models.coding import decode_files, encode_images
 from facezip.models.face_mask import centre_ellipse
@@ -59,3 +62,12 @@ def test_weights_saved_before_face_gain_existed_load_without_it():
     assert loaded.architecture()["face_gain"] == 0.0 and loaded.weights_hash() == codec.freeze().weights_hash()
     with pytest.raises(ValueError, match="face_gain: -1"):
         create_codec("comcnn-reccnn", face_gain=-1)
+
+
+def test_the_default_codec_samples_the_face_densely_and_info_says_so(astronaut, tmp_path, capsys):
+    Image.fromarray(astronaut[37:197, 144:304]).save(tmp_path / "face.png")
+    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "face.fz"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "face.fz")]) == 0
+    region = json.loads(capsys.readouterr().out)["face_region"]
+    assert region.startswith("the centre ellipse") and "2 times as densely" in region

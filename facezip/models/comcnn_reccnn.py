@@ -124,7 +124,7 @@ class ComRecCNN(Codec):
         gain = self._arch["face_gain"]
         if not gain:
             return {"face_region": "none: the image is sampled uniformly"}
-        return {"face_region": f"the centre ellipse (half-axes 0.3 W, 0.4 H), sampled {1 + gain:g}× as densely as "
+        return {"face_region": f"the centre ellipse (half-axes 0.3 W, 0.4 H), sampled {1 + gain:g} times as densely as "
                                "the rest; derived from the image size, no landmarks stored"}
 
     def compact(self, x: torch.Tensor) -> torch.Tensor:
