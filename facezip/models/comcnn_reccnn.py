@@ -40,6 +40,9 @@ from facezip.models.coding import to_tensor, to_uint8
 from facezip.models.container import FzFormatError
 from facezip.models.registry import Codec, register_codec
 
+# RecCNN's full-size 32-channel activations of a batch of 16 faces (52 MB a layer) overflow a CPU's
+# caches: restoring 4 at a time decodes 23–30 % faster per face on 1–2 cores (the same pixels)
+CPU_RESTORE_BATCH = 4
 # base codec → (Pillow format, raw file suffix, the bytes its files start with at offset 0 or 4)
 BASES = {"jpeg": ("JPEG", ".jpg", b"\xff\xd8\xff"), "avif": ("AVIF", ".avif", b"ftypavif")}
 
@@ -165,7 +168,10 @@ class ComRecCNN(Codec):
         for payload in payloads:
             self.check_payload(payload, *size)
         decoded = self._decode([base_file.unpack(payload) for payload in payloads], shape)
-        return self.restore(decoded.to(next(self.parameters()).device), size)
+        device = next(self.parameters()).device
+        if device.type != "cpu":
+            return self.restore(decoded.to(device), size)
+        return torch.cat([self.restore(part, size) for part in decoded.split(CPU_RESTORE_BATCH)])
 
     @classmethod
     def check_payload(cls, payload: bytes, height: int, width: int) -> None:

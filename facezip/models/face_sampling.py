@@ -58,8 +58,11 @@ def sampling_grid(height: int, width: int, gain: float, inverse: bool) -> torch.
 
 def resample(images: torch.Tensor, size: tuple[int, int], gain: float, inverse: bool,
              mode: str = "bilinear") -> torch.Tensor:
-    """``images`` resampled to ``size`` on the face-dense grid (``inverse``: back to the image's own)."""
+    """``images`` resampled to ``size`` on the face-dense grid (``inverse``: back to the image's own),
+    channels-last like the batches ``coding.to_tensor`` makes: the convolutions that follow run
+    batches of 16 faces about twice as fast per face in that layout (grid_sample returns NCHW)."""
     grid = sampling_grid(*size, float(gain), inverse).to(images.device, images.dtype)
-    return F.grid_sample(images, grid.expand(len(images), -1, -1, -1), mode=mode, padding_mode="border",
-                         align_corners=False)
+    resampled = F.grid_sample(images, grid.expand(len(images), -1, -1, -1), mode=mode, padding_mode="border",
+                              align_corners=False)
+    return resampled.contiguous(memory_format=torch.channels_last)
 
