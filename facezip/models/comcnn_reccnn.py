@@ -38,6 +38,7 @@ from facezip.infra.images import decode_standard, encode_standard, map_in_thread
 from facezip.models import base_file, face_sampling
 from facezip.models.coding import to_tensor, to_uint8
 from facezip.models.container import FzFormatError
+from facezip.models.face_mask import CENTRE_HALF_AXES
 from facezip.models.registry import Codec, register_codec
 
 # RecCNN's full-size 32-channel activations of a batch of 16 faces (52 MB a layer) overflow a CPU's
@@ -127,8 +128,9 @@ class ComRecCNN(Codec):
         gain = self._arch["face_gain"]
         if not gain:
             return {"face_region": "none: the image is sampled uniformly"}
-        return {"face_region": f"the centre ellipse (half-axes 0.3 W, 0.4 H), sampled {1 + gain:g} times as densely as "
-                               "the rest; derived from the image size, no landmarks stored"}
+        half_w, half_h = CENTRE_HALF_AXES
+        return {"face_region": f"the centre ellipse (half-axes {half_w:g} W, {half_h:g} H), sampled {1 + gain:g} times "
+                               "as densely as the rest; derived from the image size, no landmarks stored"}
 
     def compact(self, x: torch.Tensor) -> torch.Tensor:
         """``c``: what the base codec stores, from ``W(x)`` (``x`` itself without ``face_gain``;

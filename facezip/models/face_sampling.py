@@ -65,4 +65,3 @@ def resample(images: torch.Tensor, size: tuple[int, int], gain: float, inverse: 
     resampled = F.grid_sample(images, grid.expand(len(images), -1, -1, -1), mode=mode, padding_mode="border",
                               align_corners=False)
     return resampled.contiguous(memory_format=torch.channels_last)
-

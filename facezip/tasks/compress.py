@@ -133,8 +133,8 @@ def _raw_payload(data: bytes, max_pixels: int) -> tuple[bytes, str, float]:
 
 
 def describe_file(data: bytes, store: CodecStore | None = None) -> dict[str, object]:
-    """The header of a ``.fz`` file and its rate, for ``facezip info``; with ``store``, the
-    level of the bundled rate ladder that wrote it (when one did)."""
+    """The header of a ``.fz`` file and its rate, for ``facezip info``; with ``store``, when it has the
+    weights that wrote the file, the bundled rung they are (if any) and their ``coding_notes``."""
     header, stream, coding = read_header(data)
     known = header.codec in available_codecs(fixed=True)  # info still describes files of codecs it lacks
     codec = _writer(store, header.codec, header.weights_hash) if store and known else None
